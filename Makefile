@@ -1,0 +1,65 @@
+# One entry point for a fresh machine: `make demo` runs the job locally, `make test` runs every check.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export AWS_DEFAULT_REGION ?= us-east-1
+export SAM_CLI_TELEMETRY := 0
+export POWERTOOLS_TRACE_DISABLED ?= 1
+
+# Python 3.13 is the Lambda runtime; find it without anyone exporting anything.
+# Each candidate is run, not just found: a pyenv shim for python3.13 exists even where it cannot run.
+PYTHON313 := $(shell for c in "$$(PYENV_VERSION=3.13.0 pyenv which python3 2>/dev/null)" \
+	$$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.13*/bin/python3 2>/dev/null) \
+	"$$(command -v python3.13 2>/dev/null)" /usr/bin/python3.13 /usr/local/bin/python3.13; do \
+	[ -n "$$c" ] && "$$c" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 13))' 2>/dev/null && { echo "$$c"; break; }; \
+	done)
+
+.PHONY: help venv lint typecheck validate build unit test demo bench clean
+
+help:
+	@echo "make demo   - run the job locally against moto, mongomock and the local Stripe server"
+	@echo "make test   - ruff, mypy, sam validate --lint and pytest (installs everything first)"
+	@echo "make bench  - throughput and memory benchmark"
+
+$(STAMP): requirements-dev.txt layers/shared/requirements.txt
+	@if [ -z "$(PYTHON313)" ]; then \
+		echo "error: Python 3.13 not found. Install it (e.g. 'pyenv install 3.13.0' or your OS package python3.13) and re-run." >&2; exit 1; fi
+	@echo "using $(PYTHON313)"
+	rm -rf $(VENV)
+	$(PYTHON313) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: venv
+	$(BIN)/mypy
+
+validate: venv
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/sam validate --lint --template-file template.yaml
+
+build: venv
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/sam build --template-file template.yaml
+
+unit: venv
+	$(BIN)/pytest tests/unit -q
+
+test: lint typecheck validate
+	$(BIN)/pytest -q
+
+demo: venv
+	$(BIN)/python -m harness.demo
+
+bench: venv
+	$(BIN)/python -m harness.bench
+
+clean:
+	rm -rf $(VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache

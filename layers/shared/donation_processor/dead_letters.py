@@ -1,0 +1,96 @@
+"""Dead letters: what an operator needs to act on a persistent failure, parked in MongoDB until SQS has it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from donation_processor.charge_outcome import StripeFailure
+from donation_processor.exceptions import DeadLetterSendError, StoreError
+from donation_processor.observability import logger
+from donation_processor.ports import DeadLetterPort, DonationStorePort
+
+_MAX_TEXT = 300
+
+
+def _plain(value: object, limit: int = 64) -> object:
+    """Only simple values reach a dead letter; anything else (a nested operator, a huge string) is dropped."""
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        return value[:limit]
+    return None
+
+
+def build_letter(
+    *,
+    reason: str,
+    document: Mapping[str, Any],
+    donation_id: str,
+    run_id: str,
+    now: datetime,
+    attempts: int,
+    period: str | None = None,
+    idempotency_key: str | None = None,
+    failure: StripeFailure | None = None,
+    message: str | None = None,
+) -> dict[str, Any]:
+    """The dead letter's JSON body. Ids, amounts and error details only: no card data, no names, no e-mail."""
+    return {
+        "deadLetterId": f"{donation_id}:{period or 'no-period'}:{reason}",
+        "reason": reason,
+        "scheduledDonationId": donation_id,
+        "donorId": _plain(document.get("donorId")),
+        "stripeCustomerId": _plain(document.get("stripeCustomerId")),
+        "amount": _plain(document.get("amount")),
+        "currency": _plain(document.get("currency"), limit=8),
+        "period": period,
+        "idempotencyKey": idempotency_key,
+        "paymentIntentId": failure.payment_intent_id if failure else None,
+        "errorType": failure.error_type if failure else "invalid_document",
+        "code": failure.code if failure else None,
+        "declineCode": failure.decline_code if failure else None,
+        "message": (message or (failure.message if failure else ""))[:_MAX_TEXT],
+        "attempts": attempts,
+        "runId": run_id,
+        "failedAt": now.isoformat(),
+    }
+
+
+class DeadLetterCourier:
+    """Sends parked letters and clears them only after SQS accepted them: at least once, never lost."""
+
+    def __init__(self, store: DonationStorePort, queue: DeadLetterPort) -> None:
+        self._store = store
+        self._queue = queue
+
+    def deliver(self, donation_id: Any, letter: Mapping[str, Any]) -> bool:
+        try:
+            self._queue.send(letter)
+        except DeadLetterSendError as error:
+            logger.warning(
+                "dead letter parked in MongoDB", donation_id=str(donation_id)[:64], error=str(error)
+            )
+            return False
+        self._store.clear_dead_letter(donation_id, str(letter["deadLetterId"]))
+        return True
+
+    def flush_parked(self, limit: int = 500) -> tuple[int, int]:
+        """Deliver letters parked by earlier runs; returns (delivered, still parked)."""
+        try:
+            parked = self._store.pending_dead_letters(limit)
+        except StoreError as error:
+            logger.error("could not read parked dead letters", error=str(error))
+            return 0, 0
+        delivered = 0
+        for document in parked:
+            if self.deliver(document["_id"], document["pendingDeadLetter"]):
+                delivered += 1
+            else:
+                break  # the queue is down: the rest stays parked for the next run
+        if parked:
+            logger.info("parked dead letters flushed", delivered=delivered, parked=len(parked) - delivered)
+        return delivered, len(parked) - delivered

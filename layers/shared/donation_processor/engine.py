@@ -1,0 +1,215 @@
+"""One run of the job: lock, stream due donations in batches, charge them concurrently, summarise.
+
+Knows nothing of Lambda: the remaining time arrives as a function, the adapters through the constructor.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from donation_processor.charge_processor import ChargePolicy, ChargeProcessor, RunContext
+from donation_processor.circuit_breaker import CircuitBreaker
+from donation_processor.config import Settings
+from donation_processor.dead_letters import DeadLetterCourier
+from donation_processor.exceptions import LockContendedError, PaymentsUnavailableError
+from donation_processor.invocation import RunRequest
+from donation_processor.lease_keeper import LeaseKeeper
+from donation_processor.observability import logger
+from donation_processor.ports import (
+    Claim,
+    DeadLetterPort,
+    DonationStorePort,
+    LockLease,
+    PaymentsPort,
+    RunLockPort,
+)
+from donation_processor.summary import RunSummary
+from donation_processor.validation import InvalidDonation, validate
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class EngineDependencies:
+    lock: RunLockPort
+    store: DonationStorePort
+    payments: PaymentsPort
+    dead_letters: DeadLetterPort
+
+
+class DonationEngine:
+    def __init__(
+        self,
+        settings: Settings,
+        dependencies: EngineDependencies,
+        clock: Callable[[], datetime] = utc_now,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._settings = settings
+        self._deps = dependencies
+        self._clock = clock
+        self._sleep = sleep
+        self._courier = DeadLetterCourier(dependencies.store, dependencies.dead_letters)
+        self._policy = ChargePolicy(
+            max_attempts=settings.max_attempts,
+            dunning_schedule_days=settings.dunning_schedule_days,
+            retry_attempts=settings.stripe_retry_attempts,
+        )
+
+    def run(self, request: RunRequest, remaining_ms: Callable[[], int]) -> RunSummary:
+        started = time.monotonic()
+        run_id = f"run-{uuid.uuid4().hex[:16]}"
+        logger.append_keys(run_id=run_id)
+        summary = RunSummary(run_id=run_id)
+        try:
+            if request.dry_run:
+                self._dry_run(request, summary)
+            else:
+                self._locked_run(request, remaining_ms, summary)
+        finally:
+            summary.duration_ms = int((time.monotonic() - started) * 1000)
+        logger.info("run finished", **summary.to_dict())
+        return summary
+
+    # -- dry run ------------------------------------------------------------------------------------------
+
+    def _dry_run(self, request: RunRequest, summary: RunSummary) -> None:
+        """Report what would be charged; no lock, no claim, no write, no Stripe call."""
+        summary.status = "dry_run"
+        for document in self._deps.store.iter_due(self._clock(), request.donation_ids, request.limit):
+            summary.add(due=1)
+            try:
+                donation = validate(document)
+            except InvalidDonation as error:
+                summary.add(invalid=1)
+                logger.info(
+                    "dry run: would mark invalid",
+                    donation_id=str(document.get("_id"))[:64],
+                    reason=str(error),
+                )
+                continue
+            summary.add_amount(donation.currency, donation.amount)
+
+    # -- real run -----------------------------------------------------------------------------------------
+
+    def _locked_run(self, request: RunRequest, remaining_ms: Callable[[], int], summary: RunSummary) -> None:
+        try:
+            lease = self._deps.lock.acquire(summary.run_id)
+        except LockContendedError:
+            summary.status = "skipped_locked"
+            logger.info("another run holds the lock; nothing charged")
+            return
+        logger.info("lock acquired", fence=lease.fence)
+        keeper = LeaseKeeper(
+            self._deps.lock, lease, interval_seconds=max(1.0, self._settings.lock_lease_seconds / 3)
+        )
+        try:
+            with keeper:
+                self._deps.store.ensure_indexes()
+                _, parked = self._courier.flush_parked()
+                summary.add(dead_letters_deferred=parked)
+                self._process_due(request, lease, keeper, remaining_ms, summary)
+        finally:
+            self._deps.lock.release(keeper.lease)
+
+    def _process_due(
+        self,
+        request: RunRequest,
+        lease: LockLease,
+        keeper: LeaseKeeper,
+        remaining_ms: Callable[[], int],
+        summary: RunSummary,
+    ) -> None:
+        settings = self._settings
+        breaker = CircuitBreaker(settings.circuit_breaker_threshold)
+        processor = ChargeProcessor(
+            self._deps.store,
+            self._deps.payments,
+            self._courier,
+            breaker,
+            self._policy,
+            self._clock,
+            self._sleep,
+        )
+        stop = threading.Event()
+        ctx = RunContext(
+            run_id=summary.run_id, claim=Claim(summary.run_id, lease.fence), stop=stop, summary=summary
+        )
+        margin_ms = settings.time_margin_seconds * 1000
+        claimed = 0
+        reason = "completed"
+        fatal: BaseException | None = None
+        in_flight: set[Future[None]] = set()
+
+        def collect(done: set[Future[None]]) -> None:
+            nonlocal fatal
+            for future in done:
+                error = future.exception()
+                if error is not None and fatal is None:
+                    fatal = error
+                    stop.set()
+
+        def stop_reason() -> str | None:
+            if fatal is not None:
+                return "fatal"
+            if breaker.is_open:
+                return "circuit_open"
+            if keeper.lost.is_set():
+                return "lock_lost"
+            if remaining_ms() < margin_ms:
+                return "time_budget"
+            return None
+
+        with ThreadPoolExecutor(
+            max_workers=settings.max_concurrency, thread_name_prefix="charge"
+        ) as executor:
+            while True:
+                early = stop_reason()
+                if early is not None:
+                    reason = early
+                    break
+                room = settings.batch_size
+                if request.limit is not None:
+                    room = min(room, request.limit - claimed)
+                    if room <= 0:
+                        break
+                now = self._clock()
+                ids = self._deps.store.find_due_ids(now, lease.fence, room, request.donation_ids)
+                if not ids:
+                    break
+                lease_until = now + timedelta(seconds=settings.claim_lease_seconds)
+                documents = self._deps.store.claim(ids, ctx.claim, now, lease_until)
+                claimed += len(documents)
+                summary.add(due=len(documents))
+                for document in documents:
+                    in_flight.add(executor.submit(processor.process, document, ctx))
+                # Keep the workers fed but memory flat: claim the next batch only when a worker is near idle.
+                while len(in_flight) > settings.max_concurrency and stop_reason() is None:
+                    done, in_flight = _wait_some(in_flight)
+                    collect(done)
+            if reason != "completed" or fatal is not None:
+                stop.set()  # queued donations are released untouched; in-flight charges finish
+            while in_flight:
+                done, in_flight = _wait_some(in_flight)
+                collect(done)
+        if fatal is not None:
+            if isinstance(fatal, PaymentsUnavailableError):
+                logger.error("run stopped: Stripe refused our credentials", error=str(fatal))
+            raise fatal
+        summary.status = {"completed": "completed", "circuit_open": "circuit_open"}.get(reason, "partial")
+        if reason != "completed":
+            logger.warning("run stopped early", stop_reason=reason)
+
+
+def _wait_some(futures: set[Future[Any]]) -> tuple[set[Future[Any]], set[Future[Any]]]:
+    done, pending = wait(futures, timeout=1.0, return_when=FIRST_COMPLETED)
+    return set(done), set(pending)

@@ -1,0 +1,35 @@
+"""Names of the CloudWatch metrics the job emits; alarms in template.yaml must watch only these."""
+
+from __future__ import annotations
+
+DONATIONS_DUE = "DonationsDue"
+DONATIONS_SUCCEEDED = "DonationsSucceeded"
+DONATIONS_FAILED = "DonationsFailed"
+DONATIONS_RETRIED = "DonationsRetried"
+DONATIONS_DEAD_LETTERED = "DonationsDeadLettered"
+DONATIONS_INVALID = "DonationsInvalid"
+DONATIONS_SKIPPED = "DonationsSkipped"
+DEAD_LETTERS_DEFERRED = "DeadLettersDeferred"
+LOCK_CONTENDED = "LockContended"
+CIRCUIT_OPENED = "CircuitOpened"
+RUN_COMPLETED = "RunCompleted"
+RUN_PARTIAL = "RunPartial"
+RUN_DURATION_MS = "RunDurationMs"
+
+ALL_METRICS: frozenset[str] = frozenset(
+    {
+        DONATIONS_DUE,
+        DONATIONS_SUCCEEDED,
+        DONATIONS_FAILED,
+        DONATIONS_RETRIED,
+        DONATIONS_DEAD_LETTERED,
+        DONATIONS_INVALID,
+        DONATIONS_SKIPPED,
+        DEAD_LETTERS_DEFERRED,
+        LOCK_CONTENDED,
+        CIRCUIT_OPENED,
+        RUN_COMPLETED,
+        RUN_PARTIAL,
+        RUN_DURATION_MS,
+    }
+)

@@ -1,0 +1,42 @@
+"""The one Logger, Tracer and Metrics of the job (Powertools), and the metrics a run summary becomes."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+
+from donation_processor import metric_names as names
+
+if TYPE_CHECKING:
+    from donation_processor.summary import RunSummary
+
+SERVICE_NAME = "scheduled-donations"
+DEFAULT_NAMESPACE = "ScheduledDonations"
+
+logger = Logger(service=SERVICE_NAME)
+tracer = Tracer(service=SERVICE_NAME)
+metrics = Metrics(service=SERVICE_NAME)
+
+
+def publish_run_metrics(summary: RunSummary) -> None:
+    """Turn a run summary into CloudWatch metrics (EMF, flushed by the handler's decorator)."""
+    counts = {
+        names.DONATIONS_DUE: summary.due,
+        names.DONATIONS_SUCCEEDED: summary.succeeded,
+        names.DONATIONS_FAILED: summary.failed,
+        names.DONATIONS_RETRIED: summary.retried,
+        names.DONATIONS_DEAD_LETTERED: summary.dead_lettered,
+        names.DONATIONS_INVALID: summary.invalid,
+        names.DONATIONS_SKIPPED: summary.skipped,
+        names.DEAD_LETTERS_DEFERRED: summary.dead_letters_deferred,
+        names.LOCK_CONTENDED: 1 if summary.status == "skipped_locked" else 0,
+        names.CIRCUIT_OPENED: 1 if summary.status == "circuit_open" else 0,
+        # The heartbeat: only a run that really worked through its queue counts as completed.
+        names.RUN_COMPLETED: 1 if summary.status in ("completed", "partial") else 0,
+        names.RUN_PARTIAL: 1 if summary.status == "partial" else 0,
+    }
+    for name, value in counts.items():
+        metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
+    metrics.add_metric(name=names.RUN_DURATION_MS, unit=MetricUnit.Milliseconds, value=summary.duration_ms)

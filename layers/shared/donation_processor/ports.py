@@ -1,0 +1,108 @@
+"""The engine's view of the outside world: one small interface per system, with adapters beside them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+Document = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class LockLease:
+    """Proof of holding the job lock: the owner and the fencing token of this acquisition."""
+
+    owner: str
+    fence: int
+    expires_at_ms: int
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Who claimed a scheduled donation; every write that matters is conditional on it."""
+
+    run_id: str
+    fence: int
+
+
+@dataclass(frozen=True)
+class PaymentIntentResult:
+    """What Stripe answered for a PaymentIntent that did not raise."""
+
+    payment_intent_id: str
+    status: str
+    replayed: bool = False
+
+
+class RunLockPort(Protocol):
+    def acquire(self, owner: str) -> LockLease:
+        """Take the lock or raise LockContendedError / LockUnavailableError."""
+
+    def renew(self, lease: LockLease) -> LockLease:
+        """Extend the lease or raise LockLostError."""
+
+    def release(self, lease: LockLease) -> None:
+        """Give the lock up if this lease still owns it."""
+
+
+class DonationStorePort(Protocol):
+    def ensure_indexes(self) -> None:
+        """Create the indexes the engine relies on."""
+
+    def find_due_ids(
+        self, now: datetime, fence: int, limit: int, only_ids: Sequence[str] | None
+    ) -> list[Any]:
+        """Ids of claimable due donations, oldest first."""
+
+    def claim(self, ids: Sequence[Any], claim: Claim, now: datetime, lease_until: datetime) -> list[Document]:
+        """Atomically claim what is still claimable among ids and return those documents."""
+
+    def iter_due(
+        self, now: datetime, only_ids: Sequence[str] | None, limit: int | None
+    ) -> Iterator[Document]:
+        """Stream due donations without claiming them (dry run)."""
+
+    def record_charge(self, record: Mapping[str, Any]) -> None:
+        """Upsert the period's record in `donations`; a succeeded record is never downgraded."""
+
+    def complete_period(
+        self, donation_id: Any, claim: Claim, next_run_at: datetime, anchor_day: int, now: datetime
+    ) -> bool:
+        """Move the schedule to its next period and release the claim; False if the claim was lost."""
+
+    def schedule_retry(self, donation_id: Any, claim: Claim, changes: Mapping[str, Any]) -> bool:
+        """Keep the donation active with a later nextRunAt and release the claim."""
+
+    def stop(
+        self, donation_id: Any, claim: Claim, changes: Mapping[str, Any], letter: Mapping[str, Any]
+    ) -> bool:
+        """Stop charging it and park a dead letter on it, in one atomic write."""
+
+    def release(self, donation_id: Any, claim: Claim, last_error: Mapping[str, Any] | None) -> bool:
+        """Let it go untouched (still due), keeping this run from reclaiming it."""
+
+    def pending_dead_letters(self, limit: int) -> list[Document]:
+        """Donations whose dead letter has not reached the queue yet."""
+
+    def clear_dead_letter(self, donation_id: Any, letter_id: str) -> None:
+        """Forget a parked dead letter once the queue has it."""
+
+
+class PaymentsPort(Protocol):
+    def create_payment_intent(self, params: Mapping[str, Any], idempotency_key: str) -> PaymentIntentResult:
+        """Create and confirm; raise PaymentFailed with a classified StripeFailure."""
+
+    def confirm_payment_intent(
+        self, payment_intent_id: str, params: Mapping[str, Any], idempotency_key: str
+    ) -> PaymentIntentResult:
+        """Confirm an existing PaymentIntent again (a later dunning attempt)."""
+
+    def retrieve_payment_intent(self, payment_intent_id: str) -> PaymentIntentResult:
+        """Read a PaymentIntent's current status."""
+
+
+class DeadLetterPort(Protocol):
+    def send(self, letter: Mapping[str, Any]) -> None:
+        """Deliver one dead letter or raise DeadLetterSendError."""

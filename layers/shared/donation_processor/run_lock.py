@@ -1,0 +1,126 @@
+"""The job lock: one DynamoDB item, taken and kept with conditional writes, with a fencing token."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from donation_processor.exceptions import LockContendedError, LockLostError, LockUnavailableError
+from donation_processor.observability import logger
+from donation_processor.ports import LockLease
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.client import DynamoDBClient
+
+# The item is kept after release so the fence keeps growing; TTL only sweeps locks abandoned for a week.
+_TTL_SECONDS = 7 * 24 * 3600
+
+
+def _is_conditional_failure(error: ClientError) -> bool:
+    return error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
+
+
+class DynamoDbRunLock:
+    """Lease-based lock. acquire() raises LockContendedError while another live run holds it."""
+
+    def __init__(
+        self,
+        table_name: str,
+        lock_name: str,
+        lease_seconds: int,
+        client: DynamoDBClient | None = None,
+        clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+    ) -> None:
+        self._table = table_name
+        self._key = {"lockId": {"S": lock_name}}
+        self._lease_ms = lease_seconds * 1000
+        self._client = client
+        self._clock_ms = clock_ms
+
+    @property
+    def client(self) -> DynamoDBClient:
+        if self._client is None:
+            import boto3
+
+            self._client = boto3.client("dynamodb")
+        return self._client
+
+    @property
+    def lease_seconds(self) -> float:
+        return self._lease_ms / 1000
+
+    def now_ms(self) -> int:
+        return self._clock_ms()
+
+    def acquire(self, owner: str) -> LockLease:
+        now = self._clock_ms()
+        expires = now + self._lease_ms
+        try:
+            answer = self.client.update_item(
+                TableName=self._table,
+                Key=self._key,
+                UpdateExpression="SET #owner = :owner, leaseExpiresAt = :expires, expiresAt = :ttl "
+                "ADD fence :one",
+                ConditionExpression="attribute_not_exists(lockId) OR leaseExpiresAt < :now",
+                ExpressionAttributeNames={"#owner": "owner"},
+                ExpressionAttributeValues={
+                    ":owner": {"S": owner},
+                    ":expires": {"N": str(expires)},
+                    ":ttl": {"N": str(expires // 1000 + _TTL_SECONDS)},
+                    ":one": {"N": "1"},
+                    ":now": {"N": str(now)},
+                },
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as error:
+            if _is_conditional_failure(error):
+                raise LockContendedError("another run holds the lock") from error
+            raise LockUnavailableError(f"lock table error: {error.response['Error'].get('Code')}") from error
+        except BotoCoreError as error:
+            raise LockUnavailableError(f"lock table unreachable: {type(error).__name__}") from error
+        fence = int(answer["Attributes"]["fence"]["N"])
+        return LockLease(owner=owner, fence=fence, expires_at_ms=expires)
+
+    def _conditional_update(self, lease: LockLease, expression: str, values: dict[str, Any]) -> None:
+        self.client.update_item(
+            TableName=self._table,
+            Key=self._key,
+            UpdateExpression=expression,
+            ConditionExpression="#owner = :owner AND fence = :fence",
+            ExpressionAttributeNames={"#owner": "owner"},
+            ExpressionAttributeValues={
+                ":owner": {"S": lease.owner},
+                ":fence": {"N": str(lease.fence)},
+                **values,
+            },
+        )
+
+    def renew(self, lease: LockLease) -> LockLease:
+        expires = self._clock_ms() + self._lease_ms
+        try:
+            self._conditional_update(
+                lease,
+                "SET leaseExpiresAt = :expires, expiresAt = :ttl",
+                {":expires": {"N": str(expires)}, ":ttl": {"N": str(expires // 1000 + _TTL_SECONDS)}},
+            )
+        except ClientError as error:
+            if _is_conditional_failure(error):
+                raise LockLostError("the lock was taken over by another run") from error
+            raise LockUnavailableError(f"lock table error: {error.response['Error'].get('Code')}") from error
+        except BotoCoreError as error:
+            raise LockUnavailableError(f"lock table unreachable: {type(error).__name__}") from error
+        return LockLease(owner=lease.owner, fence=lease.fence, expires_at_ms=expires)
+
+    def release(self, lease: LockLease) -> None:
+        try:
+            self._conditional_update(lease, "SET leaseExpiresAt = :zero REMOVE #owner", {":zero": {"N": "0"}})
+        except ClientError as error:
+            if _is_conditional_failure(error):
+                logger.warning("lock already taken over at release", fence=lease.fence)
+                return
+            logger.warning("lock release failed; the lease will expire", error_code=error.response["Error"])
+        except BotoCoreError as error:
+            logger.warning("lock release failed; the lease will expire", error_type=type(error).__name__)

@@ -1,0 +1,49 @@
+"""What a run did, counted as it goes (thread-safe) and returned as the handler's JSON."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    status: str = "completed"
+    due: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    retried: int = 0
+    dead_lettered: int = 0
+    invalid: int = 0
+    skipped: int = 0
+    dead_letters_deferred: int = 0
+    duration_ms: int = 0
+    amount_by_currency: dict[str, int] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, **counts: int) -> None:
+        with self._lock:
+            for name, value in counts.items():
+                setattr(self, name, getattr(self, name) + value)
+
+    def add_amount(self, currency: str, amount: int) -> None:
+        with self._lock:
+            self.amount_by_currency[currency] = self.amount_by_currency.get(currency, 0) + amount
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "runId": self.run_id,
+            "status": self.status,
+            "due": self.due,
+            "succeeded": self.succeeded,
+            "failed": self.failed,
+            "retried": self.retried,
+            "deadLettered": self.dead_lettered,
+            "invalid": self.invalid,
+            "skipped": self.skipped,
+            "deadLettersDeferred": self.dead_letters_deferred,
+            "durationMs": self.duration_ms,
+            "amountByCurrency": dict(self.amount_by_currency),
+        }

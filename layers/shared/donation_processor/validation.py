@@ -1,0 +1,105 @@
+"""Check a scheduled-donation document before anything is charged; bad documents are never charged."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from donation_processor.currencies import MAX_AMOUNT_MINOR_UNITS, STRIPE_CURRENCIES
+from donation_processor.schedule import Frequency, as_utc
+
+_ID = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
+_CUSTOMER = re.compile(r"^cus_[A-Za-z0-9]{1,250}$")
+_PAYMENT_METHOD = re.compile(r"^(pm|card|src)_[A-Za-z0-9_]{1,250}$")
+
+
+@dataclass(frozen=True)
+class ChargeableDonation:
+    """A scheduled donation that passed validation: everything needed to charge one period."""
+
+    id: str
+    customer_id: str
+    payment_method_id: str
+    amount: int
+    currency: str
+    frequency: Frequency
+    next_run_at: datetime
+    period_start: datetime
+    anchor_day: int
+    attempts: int
+    payment_intent_id: str | None
+
+
+class InvalidDonation(ValueError):
+    """The document cannot be charged; str() is the reason, safe to log (no personal data)."""
+
+
+def document_id(document: Mapping[str, Any]) -> str:
+    """The id as text for keys and logs, or an InvalidDonation when it is not a plain id."""
+    raw = document.get("_id")
+    text = str(raw) if raw is not None else ""
+    if type(raw).__name__ not in ("ObjectId", "str") or not _ID.match(text):
+        raise InvalidDonation("_id must be an ObjectId or a string of letters, digits, '_' or '-'")
+    return text
+
+
+def _datetime_field(document: Mapping[str, Any], field: str) -> datetime | None:
+    value = document.get(field)
+    if value is None:
+        return None
+    if not isinstance(value, datetime):
+        raise InvalidDonation(f"{field} must be a UTC date-time")
+    return as_utc(value)
+
+
+def validate(document: Mapping[str, Any]) -> ChargeableDonation:
+    """Return the chargeable view of a document or raise InvalidDonation naming the bad field."""
+    donation_id = document_id(document)
+    customer = document.get("stripeCustomerId")
+    if not isinstance(customer, str) or not _CUSTOMER.match(customer):
+        raise InvalidDonation("stripeCustomerId must be a Stripe customer id (cus_…)")
+    payment_method = document.get("stripePaymentMethodId")
+    if not isinstance(payment_method, str) or not _PAYMENT_METHOD.match(payment_method):
+        raise InvalidDonation("stripePaymentMethodId must be a Stripe payment method id (pm_…)")
+    amount = document.get("amount")
+    if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
+        raise InvalidDonation("amount must be a positive integer in minor units")
+    if amount > MAX_AMOUNT_MINOR_UNITS:
+        raise InvalidDonation(f"amount must be at most {MAX_AMOUNT_MINOR_UNITS} minor units")
+    currency = document.get("currency")
+    if not isinstance(currency, str) or currency not in STRIPE_CURRENCIES:
+        raise InvalidDonation("currency must be a lower-case ISO 4217 code that Stripe supports")
+    frequency = document.get("frequency")
+    if not isinstance(frequency, str) or frequency not in Frequency.__members__.values():
+        raise InvalidDonation("frequency must be one of weekly, monthly, quarterly, yearly")
+    next_run = _datetime_field(document, "nextRunAt")
+    if next_run is None:
+        raise InvalidDonation("nextRunAt is required (a UTC date-time)")
+    period_start = _datetime_field(document, "periodStart") or next_run
+    attempts = document.get("attempts", 0)
+    if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 0:
+        raise InvalidDonation("attempts must be a non-negative integer")
+    anchor_day = document.get("anchorDay", period_start.day)
+    if isinstance(anchor_day, bool) or not isinstance(anchor_day, int) or not 1 <= anchor_day <= 31:
+        raise InvalidDonation("anchorDay must be a day of the month (1-31)")
+    payment_intent_id = document.get("paymentIntentId")
+    if payment_intent_id is not None and not (
+        isinstance(payment_intent_id, str) and payment_intent_id.startswith("pi_")
+    ):
+        raise InvalidDonation("paymentIntentId must be a Stripe PaymentIntent id (pi_…)")
+    return ChargeableDonation(
+        id=donation_id,
+        customer_id=customer,
+        payment_method_id=payment_method,
+        amount=amount,
+        currency=currency,
+        frequency=Frequency(frequency),
+        next_run_at=next_run,
+        period_start=period_start,
+        anchor_day=anchor_day,
+        attempts=attempts,
+        payment_intent_id=payment_intent_id,
+    )

@@ -1,0 +1,45 @@
+"""Build the engine and its adapters from Settings, once per container."""
+
+from __future__ import annotations
+
+from donation_processor.config import Settings
+from donation_processor.dead_letter_queue import SqsDeadLetters
+from donation_processor.donation_store import MongoDonationStore
+from donation_processor.engine import DonationEngine, EngineDependencies
+from donation_processor.exceptions import SecretError
+from donation_processor.mongo_connection import get_database
+from donation_processor.rate_limiter import RateLimiter
+from donation_processor.run_lock import DynamoDbRunLock
+from donation_processor.stripe_payments import StripePayments, build_stripe_client
+
+SECRET_CACHE_SECONDS = 300
+
+
+def read_secret(name: str) -> str:
+    """A plain-string secret from Secrets Manager, cached by Powertools; the value is never logged."""
+    from aws_lambda_powertools.utilities import parameters
+
+    try:
+        value = parameters.get_secret(name, max_age=SECRET_CACHE_SECONDS)
+    except parameters.exceptions.GetParameterError as error:
+        raise SecretError(f"secret {name!r} could not be read") from error
+    if not isinstance(value, str) or not value.strip():
+        raise SecretError(f"secret {name!r} is empty or not a string")
+    return value.strip()
+
+
+def build_engine(settings: Settings) -> DonationEngine:
+    mongodb_uri = settings.mongodb_uri or read_secret(str(settings.mongodb_secret_name))
+    stripe_key = settings.stripe_secret_key or read_secret(str(settings.stripe_secret_name))
+    database = get_database(mongodb_uri, settings.mongodb_database, pool_size=settings.max_concurrency + 4)
+    limiter = RateLimiter(rate=settings.stripe_max_rps)
+    payments = StripePayments(
+        build_stripe_client(stripe_key, settings.stripe_api_base, settings.stripe_timeout_seconds), limiter
+    )
+    dependencies = EngineDependencies(
+        lock=DynamoDbRunLock(settings.lock_table_name, settings.lock_name, settings.lock_lease_seconds),
+        store=MongoDonationStore(database),
+        payments=payments,
+        dead_letters=SqsDeadLetters(settings.dead_letter_queue_url),
+    )
+    return DonationEngine(settings, dependencies)
