@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
@@ -17,7 +18,10 @@ DEFAULT_NAMESPACE = "ScheduledDonations"
 
 logger = Logger(service=SERVICE_NAME)
 tracer = Tracer(service=SERVICE_NAME)
-metrics = Metrics(service=SERVICE_NAME)
+# The default namespace applies when POWERTOOLS_METRICS_NAMESPACE is unset.
+metrics = Metrics(
+    service=SERVICE_NAME, namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or DEFAULT_NAMESPACE
+)
 
 
 def publish_run_metrics(summary: RunSummary) -> None:

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from datetime import datetime
+
+import boto3
+from botocore.config import Config
+
 from donation_processor.config import Settings
 from donation_processor.dead_letter_queue import SqsDeadLetters
 from donation_processor.donation_store import MongoDonationStore
-from donation_processor.engine import DonationEngine, EngineDependencies
+from donation_processor.engine import DonationEngine, EngineDependencies, utc_now
 from donation_processor.exceptions import SecretError
 from donation_processor.mongo_connection import get_database
 from donation_processor.rate_limiter import RateLimiter
@@ -13,6 +20,10 @@ from donation_processor.run_lock import DynamoDbRunLock
 from donation_processor.stripe_payments import StripePayments, build_stripe_client
 
 SECRET_CACHE_SECONDS = 300
+# Bounded timeouts so an unreachable endpoint fails fast; "standard" retries cover throttling blips.
+AWS_CLIENT_CONFIG = Config(
+    connect_timeout=5, read_timeout=10, retries={"max_attempts": 3, "mode": "standard"}
+)
 
 
 def read_secret(name: str) -> str:
@@ -28,7 +39,11 @@ def read_secret(name: str) -> str:
     return value.strip()
 
 
-def build_engine(settings: Settings) -> DonationEngine:
+def build_engine(
+    settings: Settings,
+    clock: Callable[[], datetime] = utc_now,
+    sleep: Callable[[float], None] = time.sleep,
+) -> DonationEngine:
     mongodb_uri = settings.mongodb_uri or read_secret(str(settings.mongodb_secret_name))
     stripe_key = settings.stripe_secret_key or read_secret(str(settings.stripe_secret_name))
     database = get_database(mongodb_uri, settings.mongodb_database, pool_size=settings.max_concurrency + 4)
@@ -37,9 +52,16 @@ def build_engine(settings: Settings) -> DonationEngine:
         build_stripe_client(stripe_key, settings.stripe_api_base, settings.stripe_timeout_seconds), limiter
     )
     dependencies = EngineDependencies(
-        lock=DynamoDbRunLock(settings.lock_table_name, settings.lock_name, settings.lock_lease_seconds),
+        lock=DynamoDbRunLock(
+            settings.lock_table_name,
+            settings.lock_name,
+            settings.lock_lease_seconds,
+            client=boto3.client("dynamodb", config=AWS_CLIENT_CONFIG),
+        ),
         store=MongoDonationStore(database),
         payments=payments,
-        dead_letters=SqsDeadLetters(settings.dead_letter_queue_url),
+        dead_letters=SqsDeadLetters(
+            settings.dead_letter_queue_url, client=boto3.client("sqs", config=AWS_CLIENT_CONFIG)
+        ),
     )
-    return DonationEngine(settings, dependencies)
+    return DonationEngine(settings, dependencies, clock=clock, sleep=sleep)

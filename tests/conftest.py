@@ -1,0 +1,151 @@
+"""Shared fixtures: the real local services (moto's server, the Stripe-compatible server, mongomock)."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from donation_processor.config import load_settings
+from donation_processor.engine import DonationEngine
+from donation_processor.observability import metrics
+from donation_processor.wiring import build_engine
+from harness.aws_local import MotoServer, sqs_client, start_moto_server
+from harness.local_services import AWS_DUMMY_ENV, LocalServices
+from harness.stripe_server import RunningStripeServer, start_stripe_server
+
+for _name, _value in AWS_DUMMY_ENV.items():
+    os.environ.setdefault(_name, _value)
+os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "1")
+os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "ScheduledDonations")
+
+
+@dataclass
+class FakeLambdaContext:
+    """What the handler reads from Lambda's context; remaining time is scripted by the test."""
+
+    remaining_ms: Callable[[], int] = lambda: 900_000
+    function_name: str = "ScheduledDonationsFunction"
+    memory_limit_in_mb: int = 512
+    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:ScheduledDonationsFunction"
+    aws_request_id: str = "test-request-id"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.remaining_ms()
+
+
+@dataclass
+class TestClock:
+    """A clock the test moves forward, to expire leases and reach dunning dates without waiting."""
+
+    now: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[MotoServer]:
+    with start_moto_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def stripe_server() -> Iterator[RunningStripeServer]:
+    with start_stripe_server() as server:
+        yield server
+
+
+@pytest.fixture
+def services(moto_server: MotoServer, stripe_server: RunningStripeServer) -> LocalServices:
+    """A fresh lock table, queue and database per test, on the shared servers."""
+    stripe_server.state.reset()
+    local = LocalServices(moto=moto_server, stripe=stripe_server, mongodb_uri="")
+    local.provision()
+    return local
+
+
+@pytest.fixture
+def handler_env(services: LocalServices, monkeypatch: pytest.MonkeyPatch) -> LocalServices:
+    """The function's environment pointing at the local services, and a cold container."""
+    import app
+
+    for name, value in services.environment(STRIPE_RETRY_ATTEMPTS="2").items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(app, "_engine", None)
+    return services
+
+
+@pytest.fixture
+def lambda_context() -> FakeLambdaContext:
+    return FakeLambdaContext()
+
+
+@pytest.fixture
+def clock() -> TestClock:
+    return TestClock()
+
+
+@pytest.fixture
+def make_engine(services: LocalServices, clock: TestClock) -> Callable[..., DonationEngine]:
+    """The engine with its real adapters, a test clock and no backoff sleeping."""
+
+    def factory(**env_overrides: str) -> DonationEngine:
+        env = services.environment(**env_overrides)
+        previous = {name: os.environ.get(name) for name in env}
+        os.environ.update(env)  # boto3 reads AWS_ENDPOINT_URL and credentials from the environment
+        try:
+            return build_engine(load_settings(env), clock=clock, sleep=lambda _seconds: None)
+        finally:
+            for name, value in previous.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+
+    return factory
+
+
+@pytest.fixture(autouse=True)
+def _clear_metrics() -> Iterator[None]:
+    yield
+    metrics.clear_metrics()
+
+
+def read_dead_letters(services: LocalServices) -> list[dict[str, Any]]:
+    """Drain the dead-letter queue through the real SQS API."""
+    client = sqs_client(services.moto.endpoint_url)
+    letters: list[dict[str, Any]] = []
+    while True:
+        answer = client.receive_message(
+            QueueUrl=services.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0
+        )
+        messages = answer.get("Messages", [])
+        if not messages:
+            return letters
+        for message in messages:
+            letters.append(json.loads(message["Body"]))
+            client.delete_message(QueueUrl=services.queue_url, ReceiptHandle=message["ReceiptHandle"])
+
+
+@pytest.fixture
+def log_stream() -> Iterator[io.StringIO]:
+    """Everything the Powertools logger writes during the test (its handler holds its own stream)."""
+    from donation_processor.observability import logger
+
+    stream = io.StringIO()
+    handler = logger.registered_handler
+    assert isinstance(handler, logging.StreamHandler)
+    previous = handler.setStream(stream)
+    yield stream
+    handler.setStream(previous)

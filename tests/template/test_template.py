@@ -1,0 +1,417 @@
+"""Static checks of template.yaml: what CloudFormation would deploy, proved without deploying it."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from donation_processor.config import load_settings
+from donation_processor.metric_names import ALL_METRICS
+from harness.aws_local import load_template
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE_PATH = ROOT / "template.yaml"
+FUNCTION = "ScheduledDonationsFunction"
+AT_LEAST = "GreaterThanOrEqualToThreshold"
+ABOVE = "GreaterThanThreshold"
+SECRET_ARN = re.compile(
+    r"^arn:\$\{AWS::Partition\}:secretsmanager:\$\{AWS::Region\}:\$\{AWS::AccountId\}:secret:"
+    r"\$\{(?P<parameter>[A-Za-z0-9]+)\}-\?{6}$"
+)
+# Parameter-backed settings of the function: env var -> (parameter, default CloudFormation must use).
+PARAMETER_SETTINGS: dict[str, tuple[str, object]] = {
+    "MONGODB_SECRET_NAME": ("MongoDbSecretName", "scheduled-donations/mongodb-uri"),
+    "MONGODB_DATABASE": ("MongoDbDatabase", "donations"),
+    "STRIPE_SECRET_NAME": ("StripeSecretName", "scheduled-donations/stripe-secret-key"),
+    "BATCH_SIZE": ("BatchSize", 50),
+    "MAX_CONCURRENCY": ("MaxConcurrency", 16),
+    "STRIPE_MAX_RPS": ("StripeMaxRps", 80),
+    "MAX_ATTEMPTS": ("MaxAttempts", 4),
+    "DUNNING_SCHEDULE_DAYS": ("DunningScheduleDays", "1,3,7"),
+    "TIME_MARGIN_SECONDS": ("TimeMarginSeconds", 90),
+    "CIRCUIT_BREAKER_THRESHOLD": ("CircuitBreakerThreshold", 5),
+}
+LOCAL_ONLY_VARIABLES = ("MONGODB_URI", "STRIPE_SECRET_KEY", "STRIPE_API_BASE", "AWS_ENDPOINT_URL")
+
+
+@pytest.fixture(scope="module")
+def template() -> dict[str, Any]:
+    return load_template(TEMPLATE_PATH)
+
+
+def resources_of_type(template: dict[str, Any], resource_type: str) -> dict[str, dict[str, Any]]:
+    return {
+        logical_id: resource
+        for logical_id, resource in template["Resources"].items()
+        if resource["Type"] == resource_type
+    }
+
+
+def function_properties(template: dict[str, Any]) -> dict[str, Any]:
+    resource = template["Resources"][FUNCTION]
+    assert resource["Type"] == "AWS::Serverless::Function"
+    properties: dict[str, Any] = resource["Properties"]
+    return properties
+
+
+def service_name(template: dict[str, Any]) -> str:
+    name: str = template["Globals"]["Function"]["Environment"]["Variables"]["POWERTOOLS_SERVICE_NAME"]
+    return name
+
+
+def policy_statements(template: dict[str, Any]) -> list[dict[str, Any]]:
+    statements: list[dict[str, Any]] = []
+    for policy in function_properties(template)["Policies"]:
+        # Given only inline policy documents are allowed (no managed policy names, no SAM policy templates)
+        assert isinstance(policy, dict), f"managed policy {policy!r} grants more than this stack needs"
+        assert "Statement" in policy, f"SAM policy template {sorted(policy)} is broader than needed"
+        statements.extend(policy["Statement"])
+    return statements
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# alarms
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_custom_metric_alarms_watch_only_emitted_metrics_with_the_service_dimension(
+    template: dict[str, Any],
+) -> None:
+    # Given every alarm in the template
+    alarms = resources_of_type(template, "AWS::CloudWatch::Alarm")
+    custom = {
+        logical_id: alarm["Properties"]
+        for logical_id, alarm in alarms.items()
+        if alarm["Properties"]["Namespace"] == {"Ref": "MetricsNamespace"}
+    }
+    # Then every alarm is either on the job's own namespace or on an AWS/ service namespace
+    for logical_id, alarm in alarms.items():
+        namespace = alarm["Properties"]["Namespace"]
+        assert logical_id in custom or str(namespace).startswith("AWS/"), f"{logical_id}: {namespace!r}"
+    # And each custom-metric alarm watches a metric the job emits, with the service dimension Powertools adds
+    assert custom, "no alarm watches the job's own metrics"
+    for logical_id, properties in custom.items():
+        assert properties["MetricName"] in ALL_METRICS, f"{logical_id} watches a metric nobody emits"
+        assert properties["Dimensions"] == [{"Name": "service", "Value": service_name(template)}], logical_id
+
+
+@pytest.mark.parametrize(
+    ("logical_id", "metric", "comparison", "threshold"),
+    [
+        ("DonationsFailedAlarm", "DonationsFailed", ABOVE, {"Ref": "FailedDonationsThreshold"}),
+        ("DonationsDeadLetteredAlarm", "DonationsDeadLettered", AT_LEAST, 1),
+        ("DeadLetterQueueNotEmptyAlarm", "ApproximateNumberOfMessagesVisible", AT_LEAST, 1),
+        ("FunctionErrorsAlarm", "Errors", AT_LEAST, 1),
+        ("RunMissingAlarm", "RunCompleted", "LessThanThreshold", 1),
+        ("CircuitOpenedAlarm", "CircuitOpened", AT_LEAST, 1),
+        ("DeadLettersDeferredAlarm", "DeadLettersDeferred", AT_LEAST, 1),
+        ("LockContendedAlarm", "LockContended", AT_LEAST, 1),
+    ],
+)
+def test_required_alarm_watches_its_metric(
+    template: dict[str, Any], logical_id: str, metric: str, comparison: str, threshold: object
+) -> None:
+    # Given the alarm the runbook (README "Alarms") documents
+    resource = template["Resources"].get(logical_id)
+    assert resource is not None, f"{logical_id} is missing"
+    properties = resource["Properties"]
+    # Then it fires on the documented condition and says where it is explained
+    assert resource["Type"] == "AWS::CloudWatch::Alarm"
+    assert properties["MetricName"] == metric
+    assert properties["ComparisonOperator"] == comparison
+    assert properties["Threshold"] == threshold
+    assert 'README section "Alarms"' in properties["AlarmDescription"]
+
+
+def test_aws_metric_alarms_are_dimensioned_on_this_stacks_resources(template: dict[str, Any]) -> None:
+    # Given the alarms on AWS service metrics
+    queue = template["Resources"]["DeadLetterQueueNotEmptyAlarm"]["Properties"]
+    errors = template["Resources"]["FunctionErrorsAlarm"]["Properties"]
+    # Then they watch this stack's queue and function, not an account-wide aggregate
+    assert queue["Namespace"] == "AWS/SQS"
+    queue_name = {"Fn::GetAtt": ["DeadLetterQueue", "QueueName"]}
+    assert queue["Dimensions"] == [{"Name": "QueueName", "Value": queue_name}]
+    assert errors["Namespace"] == "AWS/Lambda"
+    assert errors["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": FUNCTION}}]
+
+
+def test_every_alarm_notifies_the_alarm_topic_on_alarm_and_on_recovery(template: dict[str, Any]) -> None:
+    # Given every alarm
+    alarms = resources_of_type(template, "AWS::CloudWatch::Alarm")
+    assert len(alarms) >= 8
+    for logical_id, alarm in alarms.items():
+        properties = alarm["Properties"]
+        # Then both transitions reach the topic operators subscribe to
+        assert properties.get("AlarmActions") == [{"Ref": "AlarmTopic"}], logical_id
+        assert properties.get("OKActions") == [{"Ref": "AlarmTopic"}], logical_id
+
+
+def test_only_the_heartbeat_alarm_treats_missing_data_as_breaching(template: dict[str, Any]) -> None:
+    # Given every alarm
+    alarms = resources_of_type(template, "AWS::CloudWatch::Alarm")
+    for logical_id, alarm in alarms.items():
+        treat = alarm["Properties"].get("TreatMissingData")
+        # Then silence means "no run" for RunMissingAlarm, and "nothing happened" for every other alarm
+        expected = "breaching" if logical_id == "RunMissingAlarm" else "notBreaching"
+        assert treat == expected, logical_id
+
+
+def test_heartbeat_alarms_span_three_schedule_sized_periods(template: dict[str, Any]) -> None:
+    # Given the alarms that must not fire on a single slow or contended run
+    for logical_id in ("RunMissingAlarm", "LockContendedAlarm"):
+        properties = template["Resources"][logical_id]["Properties"]
+        # Then they need 3 consecutive breaching periods of HeartbeatPeriodSeconds (default one hour)
+        assert properties["Period"] == {"Ref": "HeartbeatPeriodSeconds"}, logical_id
+        assert properties["EvaluationPeriods"] == 3, logical_id
+        assert properties.get("DatapointsToAlarm", 3) == 3, logical_id
+    assert template["Parameters"]["HeartbeatPeriodSeconds"]["Default"] == 3600
+
+
+def test_failed_donations_alarm_sums_one_hour(template: dict[str, Any]) -> None:
+    # Given the failure-rate alarm
+    properties = template["Resources"]["DonationsFailedAlarm"]["Properties"]
+    # Then it counts failures per hour against a parameter defaulting to 5
+    assert properties["Statistic"] == "Sum"
+    assert properties["Period"] * properties["EvaluationPeriods"] == 3600
+    assert template["Parameters"]["FailedDonationsThreshold"]["Default"] == 5
+
+
+# ---------------------------------------------------------------------------------------------------------
+# IAM
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_function_policies_name_only_resources_of_this_stack(template: dict[str, Any]) -> None:
+    # Given the function's inline policy statements
+    resources = template["Resources"]
+    secret_parameters: set[str] = set()
+    for statement in policy_statements(template):
+        assert statement["Effect"] == "Allow"
+        for action in as_list(statement["Action"]):
+            assert "*" not in action, f"wildcard action {action}"
+        # Then every resource is a resource of this stack or one of the two named secrets, never "*"
+        for resource in as_list(statement["Resource"]):
+            assert resource != "*", f"statement {statement.get('Sid')} grants on every resource"
+            assert isinstance(resource, dict), f"literal resource {resource!r}"
+            if "Fn::GetAtt" in resource:
+                assert resource["Fn::GetAtt"][0] in resources
+                assert resource["Fn::GetAtt"][1] == "Arn"
+            elif "Ref" in resource:
+                assert resource["Ref"] in resources
+            else:
+                match = SECRET_ARN.match(resource.get("Fn::Sub", ""))
+                assert match, f"unexpected resource {resource!r}"
+                secret_parameters.add(match["parameter"])
+    # And the secrets are exactly the two the function is told to read
+    assert secret_parameters == {"MongoDbSecretName", "StripeSecretName"}
+    variables = function_properties(template)["Environment"]["Variables"]
+    assert variables["MONGODB_SECRET_NAME"] == {"Ref": "MongoDbSecretName"}
+    assert variables["STRIPE_SECRET_NAME"] == {"Ref": "StripeSecretName"}
+
+
+def test_function_gets_item_level_lock_access_and_send_only_queue_access(template: dict[str, Any]) -> None:
+    # Given the statements per resource
+    by_resource: dict[str, set[str]] = {}
+    for statement in policy_statements(template):
+        for resource in as_list(statement["Resource"]):
+            key = json.dumps(resource, sort_keys=True)
+            by_resource.setdefault(key, set()).update(as_list(statement["Action"]))
+    lock = by_resource[json.dumps({"Fn::GetAtt": ["LockTable", "Arn"]}, sort_keys=True)]
+    queue = by_resource[json.dumps({"Fn::GetAtt": ["DeadLetterQueue", "Arn"]}, sort_keys=True)]
+    # Then the lock table allows no Scan/Query/Batch* and the queue cannot be read or purged
+    assert lock == {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"}
+    assert queue == {"sqs:SendMessage", "sqs:GetQueueAttributes"}
+    secret_actions = {
+        action for key, actions in by_resource.items() if "secretsmanager" in key for action in actions
+    }
+    assert secret_actions == {"secretsmanager:GetSecretValue"}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# data at rest, secrets
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_queue_table_and_topic_are_encrypted(template: dict[str, Any]) -> None:
+    # Given the resources that hold donation data or alarm text
+    resources = template["Resources"]
+    table = resources["LockTable"]["Properties"]
+    queue = resources["DeadLetterQueue"]["Properties"]
+    topic = resources["AlarmTopic"]["Properties"]
+    # Then each is encrypted at rest
+    assert table["SSESpecification"]["SSEEnabled"] is True
+    assert queue.get("SqsManagedSseEnabled") is True or "KmsMasterKeyId" in queue
+    assert topic.get("KmsMasterKeyId")
+
+
+def test_alarm_topic_key_lets_cloudwatch_publish(template: dict[str, Any]) -> None:
+    # Given the topic's key: CloudWatch cannot use the AWS managed alias/aws/sns key
+    topic = template["Resources"]["AlarmTopic"]["Properties"]
+    assert topic["KmsMasterKeyId"] != "alias/aws/sns"
+    key_id = topic["KmsMasterKeyId"]["Ref"]
+    key = template["Resources"][key_id]
+    assert key["Type"] == "AWS::KMS::Key"
+    # Then the key policy grants the CloudWatch service what publishing to an encrypted topic needs
+    grants = [
+        statement
+        for statement in key["Properties"]["KeyPolicy"]["Statement"]
+        if statement.get("Principal", {}).get("Service") == "cloudwatch.amazonaws.com"
+    ]
+    assert grants
+    actions = {action for statement in grants for action in as_list(statement["Action"])}
+    assert {"kms:Decrypt", "kms:GenerateDataKey*"} <= actions
+
+
+def test_template_contains_no_secret_values() -> None:
+    # Given the raw template text
+    text = TEMPLATE_PATH.read_text(encoding="utf-8")
+    # Then no Stripe key and no MongoDB URI with credentials appears in it
+    assert not re.search(r"\b[sr]k_(live|test)_", text)
+    assert not re.search(r"mongodb(\+srv)?://[^\s/@]+:[^\s/@]+@", text)
+    assert not re.search(r"whsec_|-----BEGIN", text)
+
+
+def test_secrets_are_read_by_name_and_local_only_variables_are_empty(template: dict[str, Any]) -> None:
+    # Given the function's environment
+    variables = function_properties(template)["Environment"]["Variables"]
+    # Then the variables that would carry a value locally are empty in AWS
+    for name in LOCAL_ONLY_VARIABLES:
+        assert variables.get(name) == "", name
+    # And no secret resource is created by the template (operators create them once)
+    assert not resources_of_type(template, "AWS::SecretsManager::Secret")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# function, layer, schedule
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_function_runs_python_313_on_arm64_for_fifteen_minutes(template: dict[str, Any]) -> None:
+    # Given the function and the globals it inherits
+    globals_ = template["Globals"]["Function"]
+    properties = function_properties(template)
+    # Then it is the runtime and architecture the layer is built for, with the maximum timeout
+    assert properties.get("Runtime", globals_["Runtime"]) == "python3.13"
+    assert properties.get("Architectures", globals_["Architectures"]) == ["arm64"]
+    assert properties.get("Tracing", globals_.get("Tracing")) == "Active"
+    assert properties["Timeout"] == 900
+    assert properties["Handler"] == "app.lambda_handler"
+    assert properties["CodeUri"] == "functions/scheduled_donations/"
+    # And no reserved concurrency throttles manual invokes (the DynamoDB lock prevents overlap)
+    assert "ReservedConcurrentExecutions" not in properties
+    assert properties["Layers"] == [{"Ref": "SharedLayer"}]
+
+
+def test_layer_is_built_for_the_function_runtime(template: dict[str, Any]) -> None:
+    # Given the shared layer
+    layer = template["Resources"]["SharedLayer"]
+    # Then sam build pip-installs its requirements for python3.13 on arm64
+    assert layer["Type"] == "AWS::Serverless::LayerVersion"
+    assert layer["Metadata"] == {"BuildMethod": "python3.13", "BuildArchitecture": "arm64"}
+    assert layer["Properties"]["ContentUri"] == "layers/shared/"
+    assert layer["Properties"]["CompatibleRuntimes"] == ["python3.13"]
+    assert layer["Properties"]["CompatibleArchitectures"] == ["arm64"]
+
+
+def test_schedule_event_is_wired_to_parameters(template: dict[str, Any]) -> None:
+    # Given the function's events
+    events = function_properties(template)["Events"]
+    schedules = [event["Properties"] for event in events.values() if event["Type"] == "Schedule"]
+    assert len(schedules) == 1
+    schedule = schedules[0]
+    # Then the expression and the on/off switch come from parameters
+    assert schedule["Schedule"] == {"Ref": "ScheduleExpression"}
+    assert schedule["State"] == {"Fn::If": ["IsScheduleEnabled", "ENABLED", "DISABLED"]}
+    assert template["Conditions"]["IsScheduleEnabled"] == {"Fn::Equals": [{"Ref": "ScheduleEnabled"}, "true"]}
+    assert template["Parameters"]["ScheduleExpression"]["Default"] == "rate(1 hour)"
+    assert template["Parameters"]["ScheduleEnabled"]["AllowedValues"] == ["true", "false"]
+    # And EventBridge sends its own Scheduled Event (no Input overrides it)
+    assert "Input" not in schedule
+
+
+def test_function_environment_is_wired_to_parameters_and_resources(template: dict[str, Any]) -> None:
+    # Given the function's and the global environment
+    variables = function_properties(template)["Environment"]["Variables"]
+    globals_ = template["Globals"]["Function"]["Environment"]["Variables"]
+    parameters = template["Parameters"]
+    # Then resources and parameters feed it
+    assert variables["LOCK_TABLE_NAME"] == {"Ref": "LockTable"}
+    assert variables["DEAD_LETTER_QUEUE_URL"] == {"Ref": "DeadLetterQueue"}
+    for name, (parameter, default) in PARAMETER_SETTINGS.items():
+        assert variables[name] == {"Ref": parameter}, name
+        assert parameters[parameter]["Default"] == default, parameter
+    assert globals_["POWERTOOLS_SERVICE_NAME"] == "scheduled-donations"
+    assert globals_["POWERTOOLS_METRICS_NAMESPACE"] == {"Ref": "MetricsNamespace"}
+    assert globals_["LOG_LEVEL"] == {"Ref": "LogLevel"}
+    assert parameters["MetricsNamespace"]["Default"] == "ScheduledDonations"
+
+
+def test_parameter_defaults_are_settings_the_function_accepts(template: dict[str, Any]) -> None:
+    # Given the environment CloudFormation would set with every parameter at its default
+    variables = function_properties(template)["Environment"]["Variables"]
+    parameters = template["Parameters"]
+    env = {name: str(parameters[parameter]["Default"]) for name, (parameter, _) in PARAMETER_SETTINGS.items()}
+    env |= {name: "" for name in LOCAL_ONLY_VARIABLES}
+    env |= {"LOCK_TABLE_NAME": "stack-LockTable-ABC", "DEAD_LETTER_QUEUE_URL": "https://sqs.example/1/q"}
+    assert set(env) <= set(variables) | set(template["Globals"]["Function"]["Environment"]["Variables"])
+    # When the function validates it
+    settings = load_settings(env)
+    # Then it starts with those values
+    assert settings.batch_size == 50
+    assert settings.stripe_max_rps == 80
+    assert settings.dunning_schedule_days == (1, 3, 7)
+    assert settings.stripe_secret_name == "scheduled-donations/stripe-secret-key"
+
+
+def test_outputs_expose_what_operators_need(template: dict[str, Any]) -> None:
+    # Given the stack outputs
+    outputs = {name: output["Value"] for name, output in template["Outputs"].items()}
+    # Then every resource an operator or the README refers to is reachable
+    values = [json.dumps(value, sort_keys=True) for value in outputs.values()]
+    for expected in (
+        {"Ref": FUNCTION},
+        {"Fn::GetAtt": [FUNCTION, "Arn"]},
+        {"Ref": "LockTable"},
+        {"Ref": "DeadLetterQueue"},
+        {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]},
+        {"Ref": "AlarmTopic"},
+        {"Ref": "SharedLayer"},
+    ):
+        assert json.dumps(expected, sort_keys=True) in values, expected
+
+
+# ---------------------------------------------------------------------------------------------------------
+# events/
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_local_env_file_overrides_only_variables_the_template_declares(template: dict[str, Any]) -> None:
+    # Given the --env-vars file for sam local invoke
+    overrides = json.loads((ROOT / "events" / "env.local.example.json").read_text(encoding="utf-8"))
+    declared = set(function_properties(template)["Environment"]["Variables"])
+    declared |= set(template["Globals"]["Function"]["Environment"]["Variables"])
+    # Then it targets the function, and sam local would not silently drop any of its variables
+    assert set(overrides) == {FUNCTION}
+    assert set(overrides[FUNCTION]) <= declared, set(overrides[FUNCTION]) - declared
+    # And it reads secrets from values, not Secrets Manager names
+    assert overrides[FUNCTION]["MONGODB_SECRET_NAME"] == ""
+    assert overrides[FUNCTION]["STRIPE_SECRET_NAME"] == ""
+
+
+def test_sample_scheduled_event_is_an_eventbridge_scheduled_event() -> None:
+    # Given the sample event
+    event = json.loads((ROOT / "events" / "scheduled.json").read_text(encoding="utf-8"))
+    # Then it has the shape EventBridge sends for a schedule rule
+    assert event["version"] == "0"
+    assert event["detail-type"] == "Scheduled Event"
+    assert event["source"] == "aws.events"
+    assert event["detail"] == {}
+    assert event["resources"][0].startswith(f"arn:aws:events:{event['region']}:{event['account']}:rule/")
