@@ -1598,16 +1598,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         rate_limit_rps=args.rate_limit_rps,
     )
 
-    def _stop(signum: int, frame: FrameType | None) -> None:
-        # stop() joins the serving thread, so run it off the signal-handling main thread.
-        threading.Thread(target=server.stop, name="stripe-local-stop").start()
-
-    signal.signal(signal.SIGTERM, _stop)
+    # `docker stop` / `sam local` send SIGTERM; treat it like Ctrl-C so the server shuts down cleanly.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         server.wait()
     except KeyboardInterrupt:
+        logger.info("stopping")
+    finally:
         server.stop()
     return 0
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

@@ -111,7 +111,9 @@ def test_a_secret_name_instead_of_a_key_is_accepted() -> None:
         ({"MONGODB_DATABASE": "bad name"}, "MONGODB_DATABASE"),
     ],
 )
-def test_each_bad_variable_raises_a_config_error_naming_it(changes: dict[str, str | None], variable: str) -> None:
+def test_each_bad_variable_raises_a_config_error_naming_it(
+    changes: dict[str, str | None], variable: str
+) -> None:
     # GIVEN a minimal environment with one bad or missing variable
     env = _env(**changes)
 
