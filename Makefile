@@ -8,6 +8,8 @@ STAMP := $(VENV)/.installed
 export AWS_DEFAULT_REGION ?= us-east-1
 export SAM_CLI_TELEMETRY := 0
 export POWERTOOLS_TRACE_DISABLED ?= 1
+# The same import roots as the Lambda runtime: the layer's python/ and the function's folder.
+RUN_PYTHONPATH := $(CURDIR)/layers/shared:$(CURDIR)/functions/scheduled_donations:$(CURDIR)
 
 # Python 3.13 is the Lambda runtime; find it without anyone exporting anything.
 # Each candidate is run, not just found: a pyenv shim for python3.13 exists even where it cannot run.
@@ -56,10 +58,10 @@ test: lint typecheck validate
 	$(BIN)/pytest -q
 
 demo: venv
-	$(BIN)/python -m harness.demo
+	PYTHONPATH=$(RUN_PYTHONPATH) $(BIN)/python -m harness.demo
 
 bench: venv
-	$(BIN)/python -m harness.bench
+	PYTHONPATH=$(RUN_PYTHONPATH) $(BIN)/python -m harness.bench
 
 clean:
 	rm -rf $(VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache

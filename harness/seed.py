@@ -107,7 +107,8 @@ def seed_donations(
     weights = [entry.weight for entry in mix]
     pending: list[dict[str, Any]] = []
     for index in range(count):
-        entry = rng.choices(mix, weights=weights)[0]
+        # One of each kind first, so even a small demo shows every path; then the weighted mix.
+        entry = mix[index] if index < len(mix) else rng.choices(mix, weights=weights)[0]
         due = moment - timedelta(minutes=1 + index % 600)
         pending.append(entry.build(create_customer(), due, rng))
         kinds[entry.kind] += 1

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from donation_processor.exceptions import ConfigError
 
 DEFAULT_MONGODB_URI = "mongomock://localhost"
-_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.\-/+=@]{1,512}$")
+_NAME_PATTERN = re.compile(r"[A-Za-z0-9_.\-/+=@]{1,512}")
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,7 @@ def _secret_source(
     value, name = _optional(env, value_name), _optional(env, secret_name)
     if value and name:
         raise ConfigError(f"set either {value_name} or {secret_name}, not both")
-    if name is not None and not _NAME_PATTERN.match(name):
+    if name is not None and not _NAME_PATTERN.fullmatch(name):
         raise ConfigError(f"{secret_name} is not a valid Secrets Manager name")
     return value, name
 

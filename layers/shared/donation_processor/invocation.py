@@ -10,7 +10,7 @@ from donation_processor.exceptions import InvalidEventError
 
 MAX_DONATION_IDS = 1000
 MAX_LIMIT = 1_000_000
-_ID_PATTERN = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
+_ID_PATTERN = re.compile(r"[A-Za-z0-9_\-]{1,64}")
 _MANUAL_FIELDS = frozenset({"dryRun", "donationIds", "limit"})
 
 
@@ -61,7 +61,7 @@ def _parse_ids(raw: object) -> tuple[str, ...] | None:
     if len(raw) > MAX_DONATION_IDS:
         raise InvalidEventError(f"donationIds may hold at most {MAX_DONATION_IDS} ids")
     for index, value in enumerate(raw):
-        if not isinstance(value, str) or not _ID_PATTERN.match(value):
+        if not isinstance(value, str) or not _ID_PATTERN.fullmatch(value):
             raise InvalidEventError(f"donationIds[{index}] must be an id of letters, digits, '_' or '-'")
     return tuple(dict.fromkeys(raw))
 

@@ -11,9 +11,9 @@ from typing import Any
 from donation_processor.currencies import MAX_AMOUNT_MINOR_UNITS, STRIPE_CURRENCIES
 from donation_processor.schedule import Frequency, as_utc
 
-_ID = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
-_CUSTOMER = re.compile(r"^cus_[A-Za-z0-9]{1,250}$")
-_PAYMENT_METHOD = re.compile(r"^(pm|card|src)_[A-Za-z0-9_]{1,250}$")
+_ID = re.compile(r"[A-Za-z0-9_\-]{1,64}")
+_CUSTOMER = re.compile(r"cus_[A-Za-z0-9]{1,250}")
+_PAYMENT_METHOD = re.compile(r"(pm|card|src)_[A-Za-z0-9_]{1,250}")
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ def document_id(document: Mapping[str, Any]) -> str:
     """The id as text for keys and logs, or an InvalidDonation when it is not a plain id."""
     raw = document.get("_id")
     text = str(raw) if raw is not None else ""
-    if type(raw).__name__ not in ("ObjectId", "str") or not _ID.match(text):
+    if type(raw).__name__ not in ("ObjectId", "str") or not _ID.fullmatch(text):
         raise InvalidDonation("_id must be an ObjectId or a string of letters, digits, '_' or '-'")
     return text
 
@@ -59,10 +59,10 @@ def validate(document: Mapping[str, Any]) -> ChargeableDonation:
     """Return the chargeable view of a document or raise InvalidDonation naming the bad field."""
     donation_id = document_id(document)
     customer = document.get("stripeCustomerId")
-    if not isinstance(customer, str) or not _CUSTOMER.match(customer):
+    if not isinstance(customer, str) or not _CUSTOMER.fullmatch(customer):
         raise InvalidDonation("stripeCustomerId must be a Stripe customer id (cus_…)")
     payment_method = document.get("stripePaymentMethodId")
-    if not isinstance(payment_method, str) or not _PAYMENT_METHOD.match(payment_method):
+    if not isinstance(payment_method, str) or not _PAYMENT_METHOD.fullmatch(payment_method):
         raise InvalidDonation("stripePaymentMethodId must be a Stripe payment method id (pm_…)")
     amount = document.get("amount")
     if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
