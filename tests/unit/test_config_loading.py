@@ -99,6 +99,8 @@ def test_a_secret_name_instead_of_a_key_is_accepted() -> None:
         ({"DUNNING_SCHEDULE_DAYS": "1,,3"}, "DUNNING_SCHEDULE_DAYS"),
         ({"DUNNING_SCHEDULE_DAYS": "61"}, "DUNNING_SCHEDULE_DAYS"),
         ({"STRIPE_SECRET_NAME": "prod/stripe"}, "STRIPE_SECRET_NAME"),
+        ({"STRIPE_SECRET_KEY": None, "STRIPE_SECRET_NAME": "prod stripe"}, "STRIPE_SECRET_NAME"),
+        ({"MONGODB_SECRET_NAME": "prod/mongo\nx"}, "MONGODB_SECRET_NAME"),
         ({"STRIPE_SECRET_KEY": None}, "STRIPE_SECRET_KEY"),
         ({"STRIPE_SECRET_KEY": "pk_live_public"}, "STRIPE_SECRET_KEY"),
         ({"MONGODB_URI": "http://x"}, "MONGODB_URI"),

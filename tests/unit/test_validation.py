@@ -176,11 +176,6 @@ def test_document_id_gives_the_text_of_an_object_id() -> None:
     assert text == "65f1c0ffee0000000000a001"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: validation.py:14-16 _ID/_CUSTOMER/_PAYMENT_METHOD end with '$', which also matches before "
-    "a trailing newline, so '_id': 'abc\\n' (and 'cus_abc\\n', 'pm_abc\\n') validate",
-)
 @pytest.mark.parametrize(
     ("changes", "field"),
     [
