@@ -55,33 +55,53 @@ class DynamoDbRunLock:
     def now_ms(self) -> int:
         return self._clock_ms()
 
+    def _read(self) -> dict[str, Any]:
+        answer = self.client.get_item(TableName=self._table, Key=self._key, ConsistentRead=True)
+        return dict(answer.get("Item", {}))
+
     def acquire(self, owner: str) -> LockLease:
-        now = self._clock_ms()
-        expires = now + self._lease_ms
+        """Take the lock with a fence larger than any before it.
+
+        The fence is max(previous + 1, now in epoch ms): it grows on every acquisition, and it keeps
+        growing even if the lock item is lost (table re-created), so claims stamped with an old fence can
+        never outrank a new run's.
+        """
         try:
-            answer = self.client.update_item(
+            item = self._read()
+            now = self._clock_ms()
+            previous = int(item["fence"]["N"]) if "fence" in item else None
+            if item and int(item.get("leaseExpiresAt", {}).get("N", "0")) >= now:
+                raise LockContendedError("another run holds the lock")
+            fence = max(now, (previous or 0) + 1)
+            expires = now + self._lease_ms
+            values: dict[str, Any] = {
+                ":owner": {"S": owner},
+                ":expires": {"N": str(expires)},
+                ":ttl": {"N": str(expires // 1000 + _TTL_SECONDS)},
+                ":fence": {"N": str(fence)},
+                ":now": {"N": str(now)},
+            }
+            # The fence condition makes a racing acquirer (who read the same item) lose cleanly.
+            fence_condition = "attribute_not_exists(fence)"
+            if previous is not None:
+                fence_condition = "fence = :previous"
+                values[":previous"] = {"N": str(previous)}
+            self.client.update_item(
                 TableName=self._table,
                 Key=self._key,
-                UpdateExpression="SET #owner = :owner, leaseExpiresAt = :expires, expiresAt = :ttl "
-                "ADD fence :one",
-                ConditionExpression="attribute_not_exists(lockId) OR leaseExpiresAt < :now",
+                UpdateExpression="SET #owner = :owner, leaseExpiresAt = :expires, expiresAt = :ttl, "
+                "fence = :fence",
+                ConditionExpression="(attribute_not_exists(lockId) OR leaseExpiresAt < :now) AND "
+                + fence_condition,
                 ExpressionAttributeNames={"#owner": "owner"},
-                ExpressionAttributeValues={
-                    ":owner": {"S": owner},
-                    ":expires": {"N": str(expires)},
-                    ":ttl": {"N": str(expires // 1000 + _TTL_SECONDS)},
-                    ":one": {"N": "1"},
-                    ":now": {"N": str(now)},
-                },
-                ReturnValues="ALL_NEW",
+                ExpressionAttributeValues=values,
             )
         except ClientError as error:
             if _is_conditional_failure(error):
-                raise LockContendedError("another run holds the lock") from error
+                raise LockContendedError("another run took the lock first") from error
             raise LockUnavailableError(f"lock table error: {error.response['Error'].get('Code')}") from error
         except BotoCoreError as error:
             raise LockUnavailableError(f"lock table unreachable: {type(error).__name__}") from error
-        fence = int(answer["Attributes"]["fence"]["N"])
         return LockLease(owner=owner, fence=fence, expires_at_ms=expires)
 
     def _conditional_update(self, lease: LockLease, expression: str, values: dict[str, Any]) -> None:
