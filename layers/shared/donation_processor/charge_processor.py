@@ -105,7 +105,7 @@ class ChargeProcessor:
         except PaymentFailed as error:
             self._handle_failure(raw_id, document, donation, period, attempt, error.failure, ctx)
             return
-        self._handle_result(raw_id, donation, period, attempt, key, result, ctx)
+        self._handle_result(raw_id, document, donation, period, attempt, key, result, ctx)
 
     # -- charging -----------------------------------------------------------------------------------------
 
@@ -176,9 +176,8 @@ class ChargeProcessor:
                 continue
             self._breaker.record_success()
             return outcome
-        if self._breaker.is_open:
+        if self._breaker.is_open or last is None:
             raise _CircuitOpen
-        assert last is not None  # the loop ran at least once and only continues on a failure
         raise PaymentFailed(last)
 
     # -- outcomes -----------------------------------------------------------------------------------------
@@ -186,6 +185,7 @@ class ChargeProcessor:
     def _handle_result(
         self,
         raw_id: Any,
+        document: Mapping[str, Any],
         donation: ChargeableDonation,
         period: str,
         attempt: int,
@@ -246,7 +246,7 @@ class ChargeProcessor:
             message=f"PaymentIntent needs the donor: status {result.status}",
             payment_intent_id=result.payment_intent_id,
         )
-        self._handle_failure(raw_id, {"_id": raw_id}, donation, period, attempt, failure, ctx)
+        self._handle_failure(raw_id, document, donation, period, attempt, failure, ctx)
 
     def _handle_failure(
         self,

@@ -146,6 +146,7 @@ class DonationEngine:
         )
         margin_ms = settings.time_margin_seconds * 1000
         claimed = 0
+        empty_claims = 0
         reason = "completed"
         fatal: BaseException | None = None
         in_flight: set[Future[None]] = set()
@@ -188,6 +189,14 @@ class DonationEngine:
                     break
                 lease_until = now + timedelta(seconds=settings.claim_lease_seconds)
                 documents = self._deps.store.claim(ids, ctx.claim, now, lease_until)
+                if not documents:
+                    # Every id was taken by someone else between the query and the claim; ask again,
+                    # but never spin: a second empty claim in a row ends the run.
+                    empty_claims += 1
+                    if empty_claims >= 2:
+                        break
+                    continue
+                empty_claims = 0
                 claimed += len(documents)
                 summary.add(due=len(documents))
                 for document in documents:
