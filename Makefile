@@ -19,7 +19,7 @@ PYTHON313 := $(shell for c in "$$(PYENV_VERSION=3.13.0 pyenv which python3 2>/de
 	[ -n "$$c" ] && "$$c" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 13))' 2>/dev/null && { echo "$$c"; break; }; \
 	done)
 
-.PHONY: help venv lint typecheck validate build unit test demo bench clean
+.PHONY: help venv lint typecheck validate build build-check unit test demo bench clean
 
 help:
 	@echo "make demo   - run the job locally against moto, mongomock and the local Stripe server"
@@ -50,6 +50,13 @@ validate: venv
 
 build: venv
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/sam build --template-file template.yaml
+
+# Proves the deployable artefact: the layer holds our package and arm64 builds of the compiled wheels.
+build-check: build
+	test -f .aws-sam/build/SharedLayer/python/donation_processor/engine.py
+	ls .aws-sam/build/SharedLayer/python/bson/ | grep -q 'aarch64'
+	test -f .aws-sam/build/ScheduledDonationsFunction/app.py
+	@echo "build-check: layer and function artefacts OK"
 
 unit: venv
 	$(BIN)/pytest tests/unit -q
