@@ -13,6 +13,7 @@ from conftest import FakeLambdaContext, read_dead_letters
 
 import app
 from donation_processor.exceptions import InvalidEventError, LockUnavailableError
+from harness.aws_local import load_template
 from harness.local_services import LOCAL_STRIPE_KEY, LocalServices
 from harness.seed import (
     AUTHENTICATION_REQUIRED,
@@ -383,3 +384,27 @@ def test_logs_carry_the_run_id_and_donation_id_and_no_secrets(
     assert all("donation_id" in line for line in charged)
     assert LOCAL_STRIPE_KEY not in output
     assert "mongomock://" not in output
+
+
+def test_every_custom_metric_alarm_watches_a_metric_the_handler_really_emits(
+    handler_env: LocalServices, lambda_context: FakeLambdaContext, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # GIVEN the alarms of template.yaml that watch the job's own namespace
+    template = load_template("template.yaml")
+    watched = {
+        resource["Properties"]["MetricName"]
+        for resource in template["Resources"].values()
+        if resource["Type"] == "AWS::CloudWatch::Alarm"
+        and resource["Properties"]["Namespace"] == {"Ref": "MetricsNamespace"}
+    }
+    _seed(handler_env)
+
+    # WHEN the handler runs once, and once more while another run holds the lock
+    app.lambda_handler(SCHEDULED_EVENT, lambda_context)
+    app.get_engine()._deps.lock.acquire("run-other")
+    app.lambda_handler(SCHEDULED_EVENT, lambda_context)
+
+    # THEN every watched metric appears in the EMF output the handler printed
+    assert len(watched) >= 6
+    emitted = _emitted_metrics(capfd.readouterr().out)
+    assert watched <= set(emitted), watched - set(emitted)
