@@ -9,6 +9,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from donation_processor.config import load_settings
 from donation_processor.engine import DonationEngine
+from donation_processor.exceptions import PaymentsUnavailableError
 from donation_processor.invocation import parse_event
 from donation_processor.observability import logger, metrics, publish_run_metrics, tracer
 from donation_processor.wiring import build_engine
@@ -28,7 +29,12 @@ def get_engine() -> DonationEngine:
 @metrics.log_metrics
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    global _engine
     request = parse_event(event)
-    summary = get_engine().run(request, context.get_remaining_time_in_millis)
+    try:
+        summary = get_engine().run(request, context.get_remaining_time_in_millis)
+    except PaymentsUnavailableError:
+        _engine = None
+        raise
     publish_run_metrics(summary)
     return summary.to_dict()

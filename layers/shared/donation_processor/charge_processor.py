@@ -28,6 +28,9 @@ from donation_processor.summary import RunSummary
 from donation_processor.validation import ChargeableDonation, InvalidDonation, validate
 
 PROCESSING_RECHECK = timedelta(hours=1)
+# Stripe keeps idempotency keys for at least 24 hours; past this age a key may no longer replay.
+IDEMPOTENCY_WINDOW = timedelta(hours=23)
+_CONFIRMABLE = ("requires_payment_method", "requires_confirmation", "requires_action")
 
 
 @dataclass(frozen=True)
@@ -112,7 +115,8 @@ class ChargeProcessor:
     def _attempt(
         self, donation: ChargeableDonation, period: str, attempt: int
     ) -> tuple[PaymentIntentResult, str]:
-        if donation.payment_intent_id is None:
+        intent = self._existing_intent(donation, period)
+        if intent is None:
             key = payment_intent_key(donation.id, period)
             params = {
                 "amount": donation.amount,
@@ -124,24 +128,55 @@ class ChargeProcessor:
                 "automatic_payment_methods": {"enabled": True, "allow_redirects": "never"},
                 "metadata": {"scheduled_donation_id": donation.id, "period": period},
             }
-            return self._payments.create_payment_intent(params, key), key
-        # A later dunning attempt: the period keeps its one PaymentIntent, so it can never be paid twice.
-        current = self._payments.retrieve_payment_intent(donation.payment_intent_id)
-        if current.status in ("succeeded", "processing"):
-            return current, payment_intent_key(donation.id, period)
-        if current.status == "canceled":
+            try:
+                return self._payments.create_payment_intent(params, key), key
+            except PaymentFailed as error:
+                # The key was used before with other parameters (the donor changed the amount or card after
+                # an unanswered attempt): the earlier PaymentIntent, if any, decides this period.
+                if error.failure.error_type != "idempotency_error":
+                    raise
+                intent = self._payments.find_payment_intent(donation.id, period)
+                logger.warning(
+                    "idempotency key reused with new parameters; reconciled by search",
+                    donation_id=donation.id,
+                    period=period,
+                    found=intent.payment_intent_id if intent else None,
+                )
+                if intent is None:
+                    raise
+        if intent.status in ("succeeded", "processing"):
+            return intent, payment_intent_key(donation.id, period)
+        if intent.status not in _CONFIRMABLE:
             raise PaymentFailed(
                 StripeFailure(
                     FailureKind.INVALID_REQUEST,
                     "invalid_request_error",
-                    code="payment_intent_canceled",
-                    message="the period's PaymentIntent was canceled in Stripe",
-                    payment_intent_id=current.payment_intent_id,
+                    code=f"payment_intent_{intent.status}",
+                    message=f"the period's PaymentIntent is {intent.status} in Stripe",
+                    payment_intent_id=intent.payment_intent_id,
                 )
             )
+        # A later attempt: the period keeps its one PaymentIntent, so it can never be paid twice.
         key = confirm_key(donation.id, period, max(attempt, 2))
         params = {"payment_method": donation.payment_method_id, "off_session": True}
-        return self._payments.confirm_payment_intent(donation.payment_intent_id, params, key), key
+        return self._payments.confirm_payment_intent(intent.payment_intent_id, params, key), key
+
+    def _existing_intent(self, donation: ChargeableDonation, period: str) -> PaymentIntentResult | None:
+        """The period's PaymentIntent if one may exist: by the id we stored, or (once the creation key may
+        have expired) by its metadata. None means it is safe to create one under the period's key."""
+        if donation.payment_intent_id is not None:
+            return self._payments.retrieve_payment_intent(donation.payment_intent_id)
+        first = donation.first_attempt_at
+        if first is not None and self._clock() - first >= IDEMPOTENCY_WINDOW:
+            found = self._payments.find_payment_intent(donation.id, period)
+            logger.warning(
+                "period first tried beyond the idempotency window; reconciled by search",
+                donation_id=donation.id,
+                period=period,
+                found=found.payment_intent_id if found else None,
+            )
+            return found
+        return None
 
     def _charge_with_retries(
         self, donation: ChargeableDonation, period: str, attempt: int, ctx: RunContext
@@ -156,6 +191,8 @@ class ChargeProcessor:
                 )
             if self._breaker.is_open:
                 raise _CircuitOpen
+            if retry and ctx.stop.is_set():
+                break  # out of time: the donation stays due and the same key goes out next run
             try:
                 outcome = self._attempt(donation, period, attempt)
             except PaymentFailed as error:
@@ -201,8 +238,8 @@ class ChargeProcessor:
                     "period": period,
                     "status": "succeeded",
                     "paymentIntentId": result.payment_intent_id,
-                    "amount": donation.amount,
-                    "currency": donation.currency,
+                    "amount": result.amount if result.amount is not None else donation.amount,
+                    "currency": result.currency or donation.currency,
                     "idempotencyKey": key,
                     "attempts": attempt,
                     "runId": ctx.run_id,
@@ -216,7 +253,10 @@ class ChargeProcessor:
                     "claim lost after a recorded charge; the newer run advances it", donation_id=donation.id
                 )
             ctx.summary.add(succeeded=1)
-            ctx.summary.add_amount(donation.currency, donation.amount)
+            ctx.summary.add_amount(
+                result.currency or donation.currency,
+                result.amount if result.amount is not None else donation.amount,
+            )
             logger.info(
                 "donation charged",
                 donation_id=donation.id,

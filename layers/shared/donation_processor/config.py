@@ -31,7 +31,7 @@ class Settings:
     dunning_schedule_days: tuple[int, ...] = (1, 3, 7)
     time_margin_seconds: int = 90
     circuit_breaker_threshold: int = 5
-    stripe_timeout_seconds: float = 30.0
+    stripe_timeout_seconds: float = 20.0
     stripe_retry_attempts: int = 4
     claim_lease_seconds: int = 900
     lock_lease_seconds: int = 120
@@ -147,7 +147,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         dunning_schedule_days=_days(env, "DUNNING_SCHEDULE_DAYS", (1, 3, 7)),
         time_margin_seconds=_int(env, "TIME_MARGIN_SECONDS", 90, 5, 600),
         circuit_breaker_threshold=_int(env, "CIRCUIT_BREAKER_THRESHOLD", 5, 1, 1000),
-        stripe_timeout_seconds=_float(env, "STRIPE_TIMEOUT_SECONDS", 30.0, 0.5, 80.0),
+        stripe_timeout_seconds=_float(env, "STRIPE_TIMEOUT_SECONDS", 20.0, 0.5, 80.0),
         stripe_retry_attempts=_int(env, "STRIPE_RETRY_ATTEMPTS", 4, 0, 10),
         claim_lease_seconds=_int(env, "CLAIM_LEASE_SECONDS", 900, 60, 86400),
         lock_lease_seconds=_int(env, "LOCK_LEASE_SECONDS", 120, 10, 3600),

@@ -97,7 +97,10 @@ class MongoDonationStore:
                         "claimFence": claim.fence,
                         "claimExpiresAt": to_mongo_datetime(lease_until),
                         "lastClaimedAt": to_mongo_datetime(now),
-                    }
+                    },
+                    # When this period was first tried: past Stripe's idempotency window, a retry must look
+                    # the PaymentIntent up instead of trusting the key to replay.
+                    "$min": {"periodFirstAttemptAt": to_mongo_datetime(now)},
                 },
             )
             return list(
@@ -162,7 +165,13 @@ class MongoDonationStore:
                     "attempts": 0,
                     "lastChargedAt": to_mongo_datetime(now),
                 },
-                "$unset": {**_CLAIM_FIELDS, "periodStart": "", "paymentIntentId": "", "lastError": ""},
+                "$unset": {
+                    **_CLAIM_FIELDS,
+                    "periodStart": "",
+                    "periodFirstAttemptAt": "",
+                    "paymentIntentId": "",
+                    "lastError": "",
+                },
             },
         )
 

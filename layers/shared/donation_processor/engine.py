@@ -110,13 +110,16 @@ class DonationEngine:
             return
         logger.info("lock acquired", fence=lease.fence)
         keeper = LeaseKeeper(
-            self._deps.lock, lease, interval_seconds=max(1.0, self._settings.lock_lease_seconds / 3)
+            self._deps.lock,
+            lease,
+            interval_seconds=max(1.0, self._settings.lock_lease_seconds / 3),
+            clock_ms=lambda: int(self._clock().timestamp() * 1000),
         )
         try:
             with keeper:
                 self._deps.store.ensure_indexes()
-                _, parked = self._courier.flush_parked()
-                summary.add(dead_letters_deferred=parked)
+                delivered, parked = self._courier.flush_parked()
+                summary.add(dead_lettered=delivered, dead_letters_deferred=parked)
                 self._process_due(request, lease, keeper, remaining_ms, summary)
         finally:
             self._deps.lock.release(keeper.lease)
@@ -214,6 +217,8 @@ class DonationEngine:
             if isinstance(fatal, PaymentsUnavailableError):
                 logger.error("run stopped: Stripe refused our credentials", error=str(fatal))
             raise fatal
+        if breaker.is_open:
+            reason = "circuit_open"  # it may have opened while the last charges were finishing
         summary.status = {"completed": "completed", "circuit_open": "circuit_open"}.get(reason, "partial")
         if reason != "completed":
             logger.warning("run stopped early", stop_reason=reason)

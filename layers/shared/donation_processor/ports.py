@@ -34,6 +34,8 @@ class PaymentIntentResult:
     payment_intent_id: str
     status: str
     replayed: bool = False
+    amount: int | None = None  # what Stripe charged, which the record trusts over the current document
+    currency: str | None = None
 
 
 class RunLockPort(Protocol):
@@ -101,6 +103,9 @@ class PaymentsPort(Protocol):
 
     def retrieve_payment_intent(self, payment_intent_id: str) -> PaymentIntentResult:
         """Read a PaymentIntent's current status."""
+
+    def find_payment_intent(self, scheduled_donation_id: str, period: str) -> PaymentIntentResult | None:
+        """The period's PaymentIntent found by its metadata, if one was ever created."""
 
 
 class DeadLetterPort(Protocol):

@@ -75,7 +75,13 @@ def _result(intent: stripe.PaymentIntent) -> PaymentIntentResult:
     replayed = (intent.last_response is not None) and (
         intent.last_response.headers.get("Idempotent-Replayed") == "true"
     )
-    return PaymentIntentResult(payment_intent_id=intent.id, status=intent.status, replayed=replayed)
+    return PaymentIntentResult(
+        payment_intent_id=intent.id,
+        status=intent.status,
+        replayed=replayed,
+        amount=getattr(intent, "amount", None),
+        currency=getattr(intent, "currency", None),
+    )
 
 
 class StripePayments:
@@ -109,3 +115,21 @@ class StripePayments:
 
     def retrieve_payment_intent(self, payment_intent_id: str) -> PaymentIntentResult:
         return self._call(self._intents.retrieve, payment_intent_id)
+
+    def find_payment_intent(self, scheduled_donation_id: str, period: str) -> PaymentIntentResult | None:
+        """Search by metadata; ids and periods are validated to [A-Za-z0-9_-], so quoting is safe."""
+        query = (
+            f"metadata['scheduled_donation_id']:'{scheduled_donation_id}' AND metadata['period']:'{period}'"
+        )
+        self._limiter.acquire()
+        try:
+            found = self._intents.search(params={"query": query, "limit": 10})
+        except stripe.StripeError as error:
+            raise PaymentFailed(_failure_from(error)) from error
+        intents = [_result(intent) for intent in found.data]
+        # A period has at most one PaymentIntent by design; if an operator made more, trust a success.
+        for wanted in ("succeeded", "processing"):
+            for intent in intents:
+                if intent.status == wanted:
+                    return intent
+        return next((intent for intent in intents if intent.status != "canceled"), None)

@@ -31,6 +31,7 @@ class ChargeableDonation:
     anchor_day: int
     attempts: int
     payment_intent_id: str | None
+    first_attempt_at: datetime | None = None
 
 
 class InvalidDonation(ValueError):
@@ -79,6 +80,7 @@ def validate(document: Mapping[str, Any]) -> ChargeableDonation:
     if next_run is None:
         raise InvalidDonation("nextRunAt is required (a UTC date-time)")
     period_start = _datetime_field(document, "periodStart") or next_run
+    first_attempt_at = _datetime_field(document, "periodFirstAttemptAt")
     attempts = document.get("attempts", 0)
     if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 0:
         raise InvalidDonation("attempts must be a non-negative integer")
@@ -102,4 +104,5 @@ def validate(document: Mapping[str, Any]) -> ChargeableDonation:
         anchor_day=anchor_day,
         attempts=attempts,
         payment_intent_id=payment_intent_id,
+        first_attempt_at=first_attempt_at,
     )

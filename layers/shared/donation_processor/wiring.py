@@ -57,6 +57,7 @@ def build_engine(
             settings.lock_name,
             settings.lock_lease_seconds,
             client=boto3.client("dynamodb", config=AWS_CLIENT_CONFIG),
+            clock_ms=lambda: int(clock().timestamp() * 1000),
         ),
         store=MongoDonationStore(database),
         payments=payments,
