@@ -19,11 +19,12 @@ PYTHON313 := $(shell for c in "$$(PYENV_VERSION=3.13.0 pyenv which python3 2>/de
 	[ -n "$$c" ] && "$$c" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 13))' 2>/dev/null && { echo "$$c"; break; }; \
 	done)
 
-.PHONY: help venv lint typecheck validate build build-check unit test demo bench clean
+.PHONY: help venv lint typecheck validate build build-check unit test demo reliability bench clean
 
 help:
 	@echo "make demo   - run the job locally against moto, mongomock and the local Stripe server"
 	@echo "make test   - ruff, mypy, sam validate --lint and pytest (installs everything first)"
+	@echo "make reliability - fault-injection suite; regenerates docs/RELIABILITY.md"
 	@echo "make bench  - throughput and memory benchmark"
 
 $(STAMP): requirements-dev.txt layers/shared/requirements.txt
@@ -66,6 +67,10 @@ test: lint typecheck validate
 
 demo: venv
 	PYTHONPATH=$(RUN_PYTHONPATH) $(BIN)/python -m harness.demo
+
+# Runs the fault-injection suite and regenerates docs/RELIABILITY.md from its figures.
+reliability: venv
+	PYTHONPATH=$(RUN_PYTHONPATH) $(BIN)/python -m harness.reliability_report
 
 bench: venv
 	PYTHONPATH=$(RUN_PYTHONPATH) $(BIN)/python -m harness.bench

@@ -1,0 +1,252 @@
+"""Fault-injection support: adapters that 'crash' at a chosen step, invariant checks, and the scenario ledger
+from which docs/RELIABILITY.md is generated (set RELIABILITY_RESULTS to a path to write it).
+
+Not a conftest.py on purpose: the shared tests/conftest.py is imported by name from test modules."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from donation_processor.ports import Claim, LockLease
+from harness.local_services import LocalServices
+
+
+class SimulatedCrash(BaseException):
+    """The Lambda process dies here. BaseException, so no `except Exception` in the engine can swallow it."""
+
+
+@dataclass
+class CrashSwitch:
+    """Arms one crash at a named step. Once it fires the 'process' is dead: every thread dies at its next
+    step (a Stripe call already sent still completes at Stripe, but its answer is lost)."""
+
+    step: str | None = None
+    fired: bool = False
+
+    def maybe_crash(self, step: str) -> None:
+        if self.fired:
+            raise SimulatedCrash(f"dead after {self.step}")
+        if self.step == step:
+            self.fired = True
+            raise SimulatedCrash(step)
+
+
+class CrashingStore:
+    """The real MongoDB store with crash points between the steps of a charge."""
+
+    def __init__(self, inner: Any, switch: CrashSwitch) -> None:
+        self._inner = inner
+        self._switch = switch
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._inner, name)
+        if not callable(attribute):
+            return attribute
+
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            self._switch.maybe_crash(f"store.{name}")
+            return attribute(*args, **kwargs)
+
+        return guarded
+
+    def claim(self, ids: Any, claim: Claim, now: datetime, lease_until: datetime) -> list[Mapping[str, Any]]:
+        self._switch.maybe_crash("before_claim")
+        documents: list[Mapping[str, Any]] = self._inner.claim(ids, claim, now, lease_until)
+        self._switch.maybe_crash("after_claim")
+        return documents
+
+    def record_charge(self, record: Mapping[str, Any]) -> None:
+        self._switch.maybe_crash(
+            "before_record" if record["status"] == "succeeded" else "before_failure_record"
+        )
+        self._inner.record_charge(record)
+
+    def complete_period(self, *args: Any) -> bool:
+        self._switch.maybe_crash("before_advance")
+        result: bool = self._inner.complete_period(*args)
+        return result
+
+
+class CrashingLock:
+    """The real DynamoDB lock; a dead process never releases it, so the next run must wait out the lease."""
+
+    def __init__(self, inner: Any, switch: CrashSwitch) -> None:
+        self._inner = inner
+        self._switch = switch
+
+    def acquire(self, owner: str) -> LockLease:
+        lease: LockLease = self._inner.acquire(owner)
+        return lease
+
+    def renew(self, lease: LockLease) -> LockLease:
+        self._switch.maybe_crash("lock.renew")
+        renewed: LockLease = self._inner.renew(lease)
+        return renewed
+
+    def release(self, lease: LockLease) -> None:
+        if self._switch.fired:
+            return  # the process is gone
+        self._switch.maybe_crash("before_lock_release")
+        self._inner.release(lease)
+
+
+class DyingPayments:
+    """The real Stripe adapter; once the process is dead, an answer that arrives is lost with it."""
+
+    def __init__(self, inner: Any, switch: CrashSwitch) -> None:
+        self._inner = inner
+        self._switch = switch
+
+    def __getattr__(self, name: str) -> Any:
+        call = getattr(self._inner, name)
+
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            self._switch.maybe_crash(f"payments.{name}")
+            answer = call(*args, **kwargs)
+            self._switch.maybe_crash(f"after_payments.{name}")
+            return answer
+
+        return guarded
+
+
+class StallingPayments:
+    """The real Stripe adapter, except that the first create waits until the test lets it go."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.stalled = threading.Event()
+        self.resume = threading.Event()
+        self._first = True
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def create_payment_intent(self, params: Mapping[str, Any], idempotency_key: str) -> Any:
+        with self._lock:
+            stall, self._first = self._first, False
+        if stall:
+            self.stalled.set()
+            self.resume.wait(timeout=60)
+        return self._inner.create_payment_intent(params, idempotency_key)
+
+
+@dataclass
+class Invariants:
+    """What the ledgers say after a scenario."""
+
+    charges_attempted: int
+    successful_charges: int
+    duplicate_charges: int
+    lost_records: int
+    duplicate_records: int
+    schedules_advanced_wrong: int
+    left_claimed: int
+    failures_unaccounted: int
+
+    def assert_exactly_once(self) -> None:
+        assert self.duplicate_charges == 0, self
+        assert self.lost_records == 0, self
+        assert self.duplicate_records == 0, self
+        assert self.schedules_advanced_wrong == 0, self
+        assert self.left_claimed == 0, self
+        assert self.failures_unaccounted == 0, self
+
+
+def check_invariants(services: LocalServices, original_next_run: Mapping[Any, datetime]) -> Invariants:
+    """Compare Stripe's own ledger with MongoDB: one charge, one record, one schedule step per period."""
+    state = services.stripe.state
+    charges = state.charge_counts_by(metadata_keys=("scheduled_donation_id", "period"))
+    attempted = sum(
+        1
+        for entry in state.requests_log
+        if entry.method == "POST" and entry.path.startswith("/v1/payment_intents") and entry.status != 429
+    )
+    database = services.database
+    records: dict[tuple[str, str], int] = {}
+    for record in database["donations"].find({"status": "succeeded"}):
+        key = (str(record["scheduledDonationId"]), record["period"])
+        records[key] = records.get(key, 0) + 1
+    lost = sum(1 for key in charges if records.get((str(key[0]), str(key[1])), 0) == 0)
+    advanced_wrong = 0
+    left_claimed = 0
+    unaccounted = 0
+    letters_parked = 0
+    for document in database["scheduled_donations"].find():
+        charged = sum(count for key, count in charges.items() if key[0] == str(document["_id"]))
+        before = original_next_run.get(document["_id"])
+        after = document["nextRunAt"]
+        months_moved = (
+            0 if before is None else (after.year * 12 + after.month) - (before.year * 12 + before.month)
+        )
+        # Seeded schedules are monthly: a charged period moves exactly one month; an uncharged one not at all.
+        if (
+            months_moved != (1 if charged else 0)
+            and document.get("status") == "active"
+            and not document.get("attempts")
+        ):
+            advanced_wrong += 1
+        if "claimedBy" in document:
+            left_claimed += 1
+        if document.get("status") in ("invalid", "payment_failed") and "stopReason" not in document:
+            unaccounted += 1
+        letters_parked += "pendingDeadLetter" in document
+    return Invariants(
+        charges_attempted=attempted,
+        successful_charges=sum(charges.values()),
+        duplicate_charges=sum(count - 1 for count in charges.values() if count > 1),
+        lost_records=lost,
+        duplicate_records=sum(count - 1 for count in records.values() if count > 1),
+        schedules_advanced_wrong=advanced_wrong,
+        left_claimed=left_claimed,
+        failures_unaccounted=unaccounted,
+    )
+
+
+@dataclass
+class ScenarioRecord:
+    scenario: str
+    fault: str
+    charges_attempted: int
+    successful_charges: int
+    duplicate_charges: int
+    lost_records: int
+    outcome: str
+    backend: str = field(
+        default_factory=lambda: "mongodb" if os.environ.get("MONGODB_TEST_URI") else "mongomock"
+    )
+
+
+_RECORDS: list[ScenarioRecord] = []
+
+
+def record_scenario(scenario: str, fault: str, invariants: Invariants, outcome: str) -> None:
+    """Each scenario reports its figures here; the session writes them out for docs/RELIABILITY.md."""
+    _RECORDS.append(
+        ScenarioRecord(
+            scenario=scenario,
+            fault=fault,
+            charges_attempted=invariants.charges_attempted,
+            successful_charges=invariants.successful_charges,
+            duplicate_charges=invariants.duplicate_charges,
+            lost_records=invariants.lost_records,
+            outcome=outcome,
+        )
+    )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def write_reliability_results() -> Iterator[None]:
+    yield
+    target = os.environ.get("RELIABILITY_RESULTS")
+    if target and _RECORDS:
+        Path(target).write_text(json.dumps([asdict(record) for record in _RECORDS], indent=2))

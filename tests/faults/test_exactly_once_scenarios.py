@@ -1,0 +1,309 @@
+"""Exactly once under crashes: one scenario per step of a charge, each followed by more runs.
+
+Every scenario drives the real handler (app.lambda_handler) whose engine has its real adapters (moto's
+DynamoDB and SQS, MongoDB, the Stripe-compatible server) wrapped so that the process 'dies' at one step.
+Then the job runs again, and again after the leases expire, and the ledgers are compared: Stripe's own
+list of charges against MongoDB's records and schedules.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import FakeLambdaContext, TestClock
+from fault_injection import (
+    CrashingLock,
+    CrashingStore,
+    CrashSwitch,
+    DyingPayments,
+    Invariants,
+    SimulatedCrash,
+    StallingPayments,
+    check_invariants,
+    record_scenario,
+    write_reliability_results,  # noqa: F401 - an autouse fixture that writes the scenario ledger
+)
+
+import app
+from donation_processor.config import load_settings
+from donation_processor.engine import DonationEngine, EngineDependencies
+from donation_processor.wiring import build_engine
+from harness.local_services import LocalServices
+from harness.seed import scheduled_donation
+from harness.stripe_server import Fault
+
+pytestmark = pytest.mark.faults
+
+SCHEDULED_EVENT = json.loads(Path("events/scheduled.json").read_text())
+DONATIONS = 5
+LEASES_EXPIRED = {"minutes": 16}  # past the 15-minute claim lease and the 2-minute lock lease
+
+
+@pytest.fixture
+def seeded(services: LocalServices, clock: TestClock) -> dict[Any, datetime]:
+    """Five monthly donations due an hour ago; returns their original nextRunAt by id."""
+    documents = [
+        scheduled_donation(
+            customer_id=services.stripe.state.create_customer(), next_run_at=clock.now - timedelta(hours=1)
+        )
+        for _ in range(DONATIONS)
+    ]
+    services.database["scheduled_donations"].insert_many(documents)
+    return {document["_id"]: document["nextRunAt"] for document in documents}
+
+
+@pytest.fixture
+def engine_for(services: LocalServices, clock: TestClock) -> Iterator[Callable[..., DonationEngine]]:
+    """Build an engine on the real adapters, optionally wrapped with crash points or a stall."""
+    saved = dict(os.environ)
+
+    def factory(
+        switch: CrashSwitch | None = None, payments_wrapper: Callable[[Any], Any] | None = None, **env: str
+    ) -> DonationEngine:
+        environment = services.environment(**{"MAX_CONCURRENCY": "2", **env})
+        os.environ.update(environment)
+        real = build_engine(load_settings(environment), clock=clock, sleep=lambda _s: None)
+        deps = real._deps
+        payments = deps.payments
+        if payments_wrapper is not None:
+            payments = payments_wrapper(payments)
+        if switch is not None:
+            deps = EngineDependencies(
+                lock=CrashingLock(deps.lock, switch),
+                store=CrashingStore(deps.store, switch),
+                payments=DyingPayments(payments, switch),
+                dead_letters=deps.dead_letters,
+            )
+        else:
+            deps = EngineDependencies(deps.lock, deps.store, payments, deps.dead_letters)
+        return DonationEngine(real._settings, deps, clock=clock, sleep=lambda _s: None)
+
+    yield factory
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+def invoke(engine: DonationEngine, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """The real handler, with this engine as the warm container's."""
+    monkeypatch.setattr(app, "_engine", engine)
+    result: dict[str, Any] = app.lambda_handler(SCHEDULED_EVENT, FakeLambdaContext())
+    return result
+
+
+def crash_then_recover(
+    step: str,
+    engine_for: Callable[..., DonationEngine],
+    clock: TestClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Run 1 dies at `step`; run 2 starts at once; run 3 starts after every lease has expired."""
+    switch = CrashSwitch(step=step)
+    with pytest.raises(SimulatedCrash):
+        invoke(engine_for(switch=switch), monkeypatch)
+    assert switch.fired
+    healthy = engine_for()
+    second = invoke(healthy, monkeypatch)
+    clock.advance(**LEASES_EXPIRED)
+    third = invoke(healthy, monkeypatch)
+    return second, third
+
+
+CRASH_STEPS = [
+    ("after_claim", "process dies right after claiming a batch, before any Stripe call"),
+    ("after_payments.create_payment_intent", "Stripe charged; the process dies before reading the answer"),
+    ("before_record", "Stripe answered success; the process dies before the donations record"),
+    ("before_advance", "the record is written; the process dies before the schedule moves on"),
+    ("before_lock_release", "everything is done; the process dies before releasing the lock"),
+]
+
+
+@pytest.mark.parametrize(("step", "fault"), CRASH_STEPS, ids=[step for step, _ in CRASH_STEPS])
+def test_a_crash_at_any_step_leads_to_exactly_one_charge_per_period(
+    step: str,
+    fault: str,
+    seeded: dict[Any, datetime],
+    services: LocalServices,
+    clock: TestClock,
+    engine_for: Callable[..., DonationEngine],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # GIVEN five due donations and a process that dies at one step of the first run
+    # WHEN the job runs again at once, and again once the leases have expired
+    second, third = crash_then_recover(step, engine_for, clock, monkeypatch)
+
+    # THEN the run after the crash waits out the dead run's lock, the later run finishes the work,
+    # and Stripe's ledger and MongoDB agree: one charge, one record, one schedule step per period
+    assert second["status"] == "skipped_locked"
+    assert third["status"] == "completed"
+    invariants = check_invariants(services, seeded)
+    invariants.assert_exactly_once()
+    assert invariants.successful_charges == DONATIONS
+    record_scenario(
+        step, fault, invariants, f"run 2 skipped (lock held); run 3 completed; {_totals(invariants)}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("fault_name", "faults", "env"),
+    [
+        ("drop_after", [Fault("drop_after")], {}),
+        ("slow_beyond_client_timeout", [Fault("delay", delay_ms=1500)], {"STRIPE_TIMEOUT_SECONDS": "0.5"}),
+    ],
+)
+def test_a_charge_whose_answer_never_arrives_is_recorded_later_without_a_second_charge(
+    fault_name: str,
+    faults: list[Fault],
+    env: dict[str, str],
+    seeded: dict[Any, datetime],
+    services: LocalServices,
+    clock: TestClock,
+    engine_for: Callable[..., DonationEngine],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # GIVEN five due donations, no in-run retries, and one Stripe answer that is lost after the charge
+    services.stripe.state.inject_faults(*faults)
+    engine = engine_for(STRIPE_RETRY_ATTEMPTS="0", **env)
+
+    # WHEN the job runs, then runs again once Stripe has finished the lost request
+    first = invoke(engine, monkeypatch)
+    time.sleep(1.6 if fault_name.startswith("slow") else 0)
+    clock.advance(hours=1)
+    second = invoke(engine, monkeypatch)
+
+    # THEN the first run counted one transient failure and left it due; the second replayed the same key
+    assert (first["succeeded"], first["failed"]) == (DONATIONS - 1, 1)
+    assert (second["succeeded"], second["failed"]) == (1, 0)
+    invariants = check_invariants(services, seeded)
+    invariants.assert_exactly_once()
+    assert invariants.successful_charges == DONATIONS
+    description = {
+        "drop_after": "Stripe charges, then the connection drops before the answer",
+        "slow_beyond_client_timeout": "Stripe answers after the client's timeout",
+    }[fault_name]
+    record_scenario(
+        f"stripe_in_flight:{fault_name}",
+        description,
+        invariants,
+        f"run 1 left it due; run 2 replayed; {_totals(invariants)}",
+    )
+
+
+def test_a_stalled_run_whose_lease_expired_cannot_overwrite_the_newer_runs_work(
+    seeded: dict[Any, datetime],
+    services: LocalServices,
+    clock: TestClock,
+    engine_for: Callable[..., DonationEngine],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # GIVEN run A stalls inside its first Stripe call while holding the lock and its claims
+    stalling: list[StallingPayments] = []
+
+    def wrap(payments: Any) -> StallingPayments:
+        stalling.append(StallingPayments(payments))
+        return stalling[0]
+
+    stale_engine = engine_for(payments_wrapper=wrap, MAX_CONCURRENCY="1")
+    results: dict[str, Any] = {}
+    run_a = threading.Thread(target=lambda: results.update(a=stale_engine.run(_scheduled(), lambda: 900_000)))
+    run_a.start()
+    assert stalling[0].stalled.wait(timeout=30)
+
+    # WHEN its leases expire, run B takes over and charges everything, and then A wakes up
+    clock.advance(**LEASES_EXPIRED)
+    second = invoke(engine_for(), monkeypatch)
+    stalling[0].resume.set()
+    run_a.join(timeout=60)
+
+    # THEN B did the work; A's late writes were refused by the fence; each period was charged once
+    assert second["status"] == "completed"
+    assert second["succeeded"] == DONATIONS
+    invariants = check_invariants(services, seeded)
+    invariants.assert_exactly_once()
+    assert invariants.successful_charges == DONATIONS
+    record_scenario(
+        "lease_expired_while_stalled",
+        "run A stalls mid-charge past its lock and claim leases; run B takes over; A wakes",
+        invariants,
+        f"B completed; A's stale writes refused; {_totals(invariants)}",
+    )
+
+
+def test_a_claim_older_than_stripes_idempotency_window_is_reconciled_not_charged_again(
+    seeded: dict[Any, datetime],
+    services: LocalServices,
+    clock: TestClock,
+    engine_for: Callable[..., DonationEngine],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # GIVEN a run charged at Stripe and died before recording, and nothing ran for 25 hours
+    switch = CrashSwitch(step="before_record")
+    with pytest.raises(SimulatedCrash):
+        invoke(engine_for(switch=switch), monkeypatch)
+    clock.advance(hours=25)
+    # and Stripe has forgotten the idempotency keys (its window is at least 24 hours)
+    services.stripe.state.forget_idempotency_keys()
+
+    # WHEN the job runs again
+    summary = invoke(engine_for(), monkeypatch)
+
+    # THEN the charged periods were found by their metadata and recorded, not charged again
+    assert summary["succeeded"] == DONATIONS
+    invariants = check_invariants(services, seeded)
+    invariants.assert_exactly_once()
+    assert invariants.successful_charges == DONATIONS
+    record_scenario(
+        "beyond_idempotency_window",
+        "crash before the record, 25 h pass, Stripe forgets the keys",
+        invariants,
+        f"reconciled by metadata search; {_totals(invariants)}",
+    )
+
+
+def test_a_donor_change_after_an_unanswered_charge_does_not_charge_twice(
+    seeded: dict[Any, datetime],
+    services: LocalServices,
+    clock: TestClock,
+    engine_for: Callable[..., DonationEngine],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # GIVEN a run charged at Stripe and died before recording, and then every donor raised the amount
+    switch = CrashSwitch(step="before_record")
+    with pytest.raises(SimulatedCrash):
+        invoke(engine_for(switch=switch), monkeypatch)
+    services.database["scheduled_donations"].update_many({}, {"$set": {"amount": 9900}})
+    clock.advance(**LEASES_EXPIRED)
+
+    # WHEN the job runs again (the period's key now comes with other parameters)
+    summary = invoke(engine_for(), monkeypatch)
+
+    # THEN Stripe's idempotency_error led to the existing PaymentIntent; records hold what was charged
+    assert summary["succeeded"] == DONATIONS
+    invariants = check_invariants(services, seeded)
+    invariants.assert_exactly_once()
+    charged = {charge.payment_intent_id: charge.amount for charge in services.stripe.state.charges()}
+    for record in services.database["donations"].find({"status": "succeeded"}):
+        assert record["amount"] == charged[record["paymentIntentId"]]
+    record_scenario(
+        "amount_changed_after_unanswered_charge",
+        "crash before the record, then the donor changes the amount",
+        invariants,
+        f"idempotency_error reconciled by search; {_totals(invariants)}",
+    )
+
+
+def _scheduled() -> Any:
+    from donation_processor.invocation import RunRequest
+
+    return RunRequest(source="schedule")
+
+
+def _totals(invariants: Invariants) -> str:
+    return f"{invariants.successful_charges} charges for {DONATIONS} periods"
