@@ -1,0 +1,144 @@
+"""Several invocations at once over the same data: each period is charged once, the losers skip."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import uuid
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import TestClock
+from fault_injection import check_invariants, record_scenario
+from fault_injection import write_reliability_results as write_reliability_results  # autouse fixture
+
+from donation_processor.config import load_settings
+from donation_processor.engine import DonationEngine
+from donation_processor.invocation import RunRequest
+from donation_processor.mongo_connection import get_database
+from donation_processor.summary import RunSummary
+from donation_processor.wiring import build_engine
+from harness.local_services import LocalServices
+from harness.seed import scheduled_donation
+
+pytestmark = pytest.mark.faults
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+CONTENDERS = 6
+
+
+def _seed(services: LocalServices, now: datetime, count: int) -> dict[Any, datetime]:
+    documents = [
+        scheduled_donation(
+            customer_id=services.stripe.state.create_customer(), next_run_at=now - timedelta(hours=1)
+        )
+        for _ in range(count)
+    ]
+    services.database["scheduled_donations"].insert_many(documents)
+    return {document["_id"]: document["nextRunAt"] for document in documents}
+
+
+def test_concurrent_containers_charge_each_period_once_and_the_losers_skip(
+    services: LocalServices, clock: TestClock
+) -> None:
+    # GIVEN 40 due donations, a slow Stripe, and six warm containers (separate engines and clients)
+    original = _seed(services, clock.now, 40)
+    services.stripe.state.set_latency(20)
+    env = services.environment()
+    os.environ.update(env)
+    engines: list[DonationEngine] = [build_engine(load_settings(env), clock=clock) for _ in range(CONTENDERS)]
+    barrier = threading.Barrier(CONTENDERS)
+    summaries: list[RunSummary] = []
+
+    def invoke(engine: DonationEngine) -> None:
+        barrier.wait()
+        summaries.append(engine.run(RunRequest(source="schedule"), lambda: 900_000))
+
+    # WHEN the six invocations start at the same moment
+    threads = [threading.Thread(target=invoke, args=(engine,)) for engine in engines]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    services.stripe.state.set_latency(0)
+
+    # THEN one run did the work, the others skipped on the lock, and each period was charged once
+    statuses = sorted(summary.status for summary in summaries)
+    assert statuses == ["completed"] + ["skipped_locked"] * (CONTENDERS - 1)
+    invariants = check_invariants(services, original)
+    invariants.assert_exactly_once()
+    assert invariants.successful_charges == 40
+    record_scenario(
+        "race_threads",
+        f"{CONTENDERS} invocations in one process start at once over 40 due donations",
+        invariants,
+        f"1 completed, {CONTENDERS - 1} skipped_locked; 40 charges for 40 periods",
+    )
+
+
+_CHILD = """
+import json, os, sys
+import app
+class Context:
+    function_name = "ScheduledDonationsFunction"; memory_limit_in_mb = 512; aws_request_id = "race"
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:ScheduledDonationsFunction"
+    def get_remaining_time_in_millis(self): return 900_000
+print("SUMMARY " + json.dumps(app.lambda_handler(json.load(open("events/scheduled.json")), Context())))
+"""
+
+
+@pytest.mark.skipif(
+    not os.environ.get("MONGODB_TEST_URI"),
+    reason="separate processes need a MongoDB server they can share (set MONGODB_TEST_URI); mongomock lives "
+    "inside one process, so the thread race above covers this machine",
+)
+def test_concurrent_processes_charge_each_period_once(services: LocalServices, clock: TestClock) -> None:
+    # GIVEN a real MongoDB database shared by four separate handler processes, with 30 due donations
+    uri = os.environ["MONGODB_TEST_URI"]
+    database_name = f"race_{uuid.uuid4().hex[:8]}"
+    services.mongodb_uri, services.mongodb_database = uri, database_name
+    original = _seed(services, datetime.now(clock.now.tzinfo), 30)
+    services.stripe.state.set_latency(20)
+    env = {
+        **os.environ,
+        **services.environment(),
+        "PYTHONPATH": os.pathsep.join(
+            str(PROJECT_ROOT / part) for part in ("layers/shared", "functions/scheduled_donations", ".")
+        ),
+    }
+
+    # WHEN four processes invoke the handler at once
+    processes = [
+        subprocess.Popen(  # noqa: S603 - our own interpreter running our own handler
+            [sys.executable, "-c", _CHILD], cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(4)
+    ]
+    outputs = [process.communicate(timeout=180)[0] for process in processes]
+    services.stripe.state.set_latency(0)
+
+    # THEN each period was charged once and all but one process skipped
+    summaries = [
+        json.loads(line.split(" ", 1)[1])
+        for out in outputs
+        for line in out.splitlines()
+        if line.startswith("SUMMARY ")
+    ]
+    try:
+        assert len(summaries) == 4
+        assert sum(summary["succeeded"] for summary in summaries) == 30
+        invariants = check_invariants(services, original)
+        invariants.assert_exactly_once()
+        record_scenario(
+            "race_processes",
+            "4 handler processes start at once over 30 due donations (real MongoDB)",
+            invariants,
+            f"statuses {sorted(s['status'] for s in summaries)}; 30 charges for 30 periods",
+        )
+    finally:
+        get_database(uri, database_name).client.drop_database(database_name)
