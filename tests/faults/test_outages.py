@@ -264,3 +264,32 @@ def test_slow_stripe_answers_are_waited_for_not_retried(
     record_scenario(
         "stripe_slow", "Stripe answers every request in 300 ms", invariants, "6/6 succeeded, 0 retries"
     )
+
+
+def test_a_stripe_limit_below_the_configured_rate_is_learned_and_no_donation_fails(
+    services: LocalServices,
+    clock: TestClock,
+    engine_with: Callable[..., DonationEngine],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # GIVEN 80 due donations, a test-mode Stripe allowing 25 requests/s, and a job configured for 100/s
+    original = _seed(services, clock, 80)
+    services.stripe.state.set_rate_limit(25)
+    engine = engine_with(real_sleep=True, STRIPE_MAX_RPS="100", STRIPE_RETRY_ATTEMPTS="6")
+
+    # WHEN the job runs
+    summary = invoke(engine, monkeypatch)
+    limited = services.stripe.state.rate_limited_count
+    services.stripe.state.set_rate_limit(None)
+
+    # THEN it backed off (its limiter sits below 100/s now), and every donation succeeded once
+    assert (summary["succeeded"], summary["failed"]) == (80, 0)
+    assert engine._deps.payments._limiter.rate < 100  # type: ignore[attr-defined]
+    invariants = check_invariants(services, original)
+    invariants.assert_exactly_once()
+    record_scenario(
+        "stripe_limit_below_configured",
+        "Stripe allows 25 requests/s (test mode); the job is configured for 100/s",
+        invariants,
+        f"{limited} answers were 429; limiter adapted; 80/80 succeeded",
+    )

@@ -41,7 +41,7 @@ def test_a_minimal_environment_gives_the_documented_defaults() -> None:
         dead_letter_queue_url="http://localhost/q",
     )
     assert settings.mongodb_uri == "mongomock://localhost"
-    assert (settings.batch_size, settings.max_concurrency, settings.stripe_max_rps) == (50, 16, 80.0)
+    assert (settings.batch_size, settings.max_concurrency, settings.stripe_max_rps) == (50, 128, 80.0)
     assert (settings.max_attempts, settings.dunning_schedule_days) == (4, (1, 3, 7))
 
 

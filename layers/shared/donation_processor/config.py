@@ -25,7 +25,7 @@ class Settings:
     lock_table_name: str
     dead_letter_queue_url: str
     batch_size: int = 50
-    max_concurrency: int = 16
+    max_concurrency: int = 128
     stripe_max_rps: float = 80.0
     max_attempts: int = 4
     dunning_schedule_days: tuple[int, ...] = (1, 3, 7)
@@ -141,7 +141,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         lock_table_name=_required(env, "LOCK_TABLE_NAME"),
         dead_letter_queue_url=queue_url,
         batch_size=_int(env, "BATCH_SIZE", 50, 1, 1000),
-        max_concurrency=_int(env, "MAX_CONCURRENCY", 16, 1, 256),
+        max_concurrency=_int(env, "MAX_CONCURRENCY", 128, 1, 256),
         stripe_max_rps=_float(env, "STRIPE_MAX_RPS", 80.0, 0.1, 10000.0),
         max_attempts=_int(env, "MAX_ATTEMPTS", 4, 1, 20),
         dunning_schedule_days=_days(env, "DUNNING_SCHEDULE_DAYS", (1, 3, 7)),

@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -19,12 +20,14 @@ from donation_processor.circuit_breaker import CircuitBreaker
 from donation_processor.config import Settings
 from donation_processor.dead_letters import DeadLetterCourier
 from donation_processor.exceptions import LockContendedError, PaymentsUnavailableError
+from donation_processor.in_flight import InFlightGovernor
 from donation_processor.invocation import RunRequest
 from donation_processor.lease_keeper import LeaseKeeper
 from donation_processor.observability import logger
 from donation_processor.ports import (
     Claim,
     DeadLetterPort,
+    Document,
     DonationStorePort,
     LockLease,
     PaymentsPort,
@@ -173,6 +176,14 @@ class DonationEngine:
                 return "time_budget"
             return None
 
+        governor = InFlightGovernor(settings.stripe_max_rps, settings.max_concurrency)
+        claimed_not_started: deque[Document] = deque()
+
+        def charge(document: Document) -> None:
+            started = time.monotonic()
+            processor.process(document, ctx)
+            governor.record(time.monotonic() - started)
+
         with ThreadPoolExecutor(
             max_workers=settings.max_concurrency, thread_name_prefix="charge"
         ) as executor:
@@ -181,6 +192,14 @@ class DonationEngine:
                 if early is not None:
                     reason = early
                     break
+                # Keep just enough charges in flight for the rate limit at the latency we observe.
+                while claimed_not_started and len(in_flight) < governor.target():
+                    in_flight.add(executor.submit(charge, claimed_not_started.popleft()))
+                if claimed_not_started:
+                    done, in_flight = _wait_some(in_flight)
+                    collect(done)
+                    continue
+                # Claim the next batch only when the last one is all started: memory stays flat.
                 room = settings.batch_size
                 if request.limit is not None:
                     room = min(room, request.limit - claimed)
@@ -202,14 +221,11 @@ class DonationEngine:
                 empty_claims = 0
                 claimed += len(documents)
                 summary.add(due=len(documents))
-                for document in documents:
-                    in_flight.add(executor.submit(processor.process, document, ctx))
-                # Keep the workers fed but memory flat: claim the next batch only when a worker is near idle.
-                while len(in_flight) > settings.max_concurrency and stop_reason() is None:
-                    done, in_flight = _wait_some(in_flight)
-                    collect(done)
+                claimed_not_started.extend(documents)
             if reason != "completed" or fatal is not None:
-                stop.set()  # queued donations are released untouched; in-flight charges finish
+                stop.set()  # claimed donations not yet started are released untouched; in-flight ones finish
+            while claimed_not_started:
+                in_flight.add(executor.submit(charge, claimed_not_started.popleft()))
             while in_flight:
                 done, in_flight = _wait_some(in_flight)
                 collect(done)

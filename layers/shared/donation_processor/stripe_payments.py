@@ -94,9 +94,19 @@ class StripePayments:
     def _call(self, operation: Any, *args: Any, **kwargs: Any) -> PaymentIntentResult:
         self._limiter.acquire()
         try:
-            return _result(operation(*args, **kwargs))
+            result = _result(operation(*args, **kwargs))
         except stripe.StripeError as error:
+            self._feed_back(error)
             raise PaymentFailed(_failure_from(error)) from error
+        self._limiter.on_success()
+        return result
+
+    def _feed_back(self, error: stripe.StripeError) -> None:
+        """Tell the shared limiter what Stripe's answer says about the rate (lock_timeout is per object)."""
+        if error.http_status == 429 and error.code != "lock_timeout":
+            self._limiter.on_throttled()
+        elif error.http_status is not None and error.http_status < 500:
+            self._limiter.on_success()  # a decline or a 4xx still proves the rate was acceptable
 
     def create_payment_intent(self, params: Mapping[str, Any], idempotency_key: str) -> PaymentIntentResult:
         return self._call(
@@ -125,6 +135,7 @@ class StripePayments:
         try:
             found = self._intents.search(params={"query": query, "limit": 10})
         except stripe.StripeError as error:
+            self._feed_back(error)
             raise PaymentFailed(_failure_from(error)) from error
         intents = [_result(intent) for intent in found.data]
         # A period has at most one PaymentIntent by design; if an operator made more, trust a success.
