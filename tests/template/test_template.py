@@ -28,7 +28,7 @@ PARAMETER_SETTINGS: dict[str, tuple[str, object]] = {
     "MONGODB_DATABASE": ("MongoDbDatabase", "donations"),
     "STRIPE_SECRET_NAME": ("StripeSecretName", "scheduled-donations/stripe-secret-key"),
     "BATCH_SIZE": ("BatchSize", 50),
-    "MAX_CONCURRENCY": ("MaxConcurrency", 16),
+    "MAX_CONCURRENCY": ("MaxConcurrency", 128),
     "STRIPE_MAX_RPS": ("StripeMaxRps", 80),
     "MAX_ATTEMPTS": ("MaxAttempts", 4),
     "DUNNING_SCHEDULE_DAYS": ("DunningScheduleDays", "1,3,7"),
