@@ -30,6 +30,7 @@ from donation_processor.currencies import STRIPE_CURRENCIES
 from donation_processor.engine import DonationEngine
 from donation_processor.exceptions import InvalidEventError
 from donation_processor.invocation import RunRequest
+from donation_processor.summary import RunSummary
 from harness.local_services import LocalServices
 from harness.seed import naive_utc, scheduled_donation
 
@@ -62,6 +63,7 @@ FREQUENCIES = frozenset({"weekly", "monthly", "quarterly", "yearly"})
 VALID_AMOUNT, VALID_CURRENCY = 2500, "usd"
 OVERSIZED = 10_000
 MISSING = object()  # a corruption value that deletes the field
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # BSON refuses wider ints at insert, so they never reach a run
 INJECTIONS: tuple[dict[str, Any], ...] = ({"$gt": ""}, {"$ne": None})
 
 # The event contract as README.md states it ("Invocation events and the summary"), written independently of
@@ -136,53 +138,46 @@ class BrokenDonation:
     due: bool
 
 
-def _bad(field: str, *values: Any, keeps_due: bool = True) -> st.SearchStrategy[Corruption]:
-    return st.sampled_from(values).map(lambda value: Corruption(field, value, keeps_due))
+def _shapes(field: str, *values: Any, keeps_due: bool = True) -> list[Corruption]:
+    return [Corruption(field, value, keeps_due) for value in values]
 
 
-def _generated(field: str, strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[Corruption]:
-    return strategy.map(lambda value: Corruption(field, value))
-
-
-def _id_corruptions(index: int) -> st.SearchStrategy[Corruption]:
-    # Unique per document of an example, and unique in their first 64 characters (what a letter keeps).
-    return _bad(
-        "_id",
-        f"bad id {index}",  # spaces
-        f"{index}-" + "a" * 200,  # 200+ characters
-        f"d\u00f6n-{index}",  # non-ASCII letter
-        f"\u2603-snow-{index}",
-        f"id-{index}\n",  # trailing newline
-        f"{index}$gt",
-        10_000 + index,  # an int id
+def _stripe_id_shapes(field: str, prefix: str, tail: str) -> list[Corruption]:
+    return _shapes(
+        field,
+        MISSING,
+        None,
+        42,
+        *INJECTIONS,
+        [f"{prefix}{tail}", f"{prefix}other"],
+        prefix + "A" * OVERSIZED,  # right prefix, 10k characters
+        f"{prefix}{tail}\n",
+        f"{prefix}{tail}\nX-Injected: 1",
+        f" {prefix}{tail}",
+        "",
+        prefix.upper() + tail,
+        "tok_visa",
+        "pi_123",
     )
 
 
-def _stripe_id_corruptions(field: str, prefix: str, valid_tail: str) -> st.SearchStrategy[Corruption]:
-    return st.one_of(
-        _bad(
-            field,
-            MISSING,
-            None,
-            42,
-            *INJECTIONS,
-            [f"{prefix}{valid_tail}", f"{prefix}other"],
-            prefix + "A" * OVERSIZED,  # right prefix, 10k characters
-            f"{prefix}{valid_tail}\n",
-            f"{prefix}{valid_tail}\nX-Injected: 1",
-            f" {prefix}{valid_tail}",
-            "",
-            prefix.upper() + valid_tail,
-            "tok_visa",
-            "pi_123",
+def corruption_catalog(index: int) -> list[Corruption]:
+    """Every broken shape the requirement lists, once. `index` keeps corrupted `_id`s unique per document
+    (and unique in their first 256 characters, which is what a dead letter keeps of an id)."""
+    return [
+        *_shapes(
+            "_id",
+            f"bad id {index}",  # spaces
+            f"{index}-" + "a" * 200,  # 200+ characters
+            f"d\u00f6n-{index}",  # non-ASCII letter
+            f"\u2603-snow-{index}",
+            f"id-{index}\n",  # trailing newline
+            f"{index}$gt",
+            10_000 + index,  # an int id (a dict id would be an embedded document: not used)
         ),
-        _generated(field, st.text(max_size=40).filter(lambda text: not text.startswith(prefix))),
-    )
-
-
-def _amount_corruptions() -> st.SearchStrategy[Corruption]:
-    return st.one_of(
-        _bad(
+        *_stripe_id_shapes("stripeCustomerId", "cus_", "Abc123"),
+        *_stripe_id_shapes("stripePaymentMethodId", "pm_", "card_visa"),
+        *_shapes(
             "amount",
             MISSING,
             None,
@@ -193,67 +188,66 @@ def _amount_corruptions() -> st.SearchStrategy[Corruption]:
             True,
             False,
             "2500",
+            100_000_000,  # one above Stripe's eight digits
             10**12,
-            2**63 - 1,  # the largest BSON int64 (2**63 itself cannot be stored: BSON refuses it at insert)
-            -(2**63),
+            INT64_MAX,  # the largest storable amount (2**63 itself is refused by BSON at insert)
+            INT64_MIN,
             math.nan,
             math.inf,
             -math.inf,
             Decimal128("25.00"),
             Decimal128("2500"),
+            *INJECTIONS,
         ),
-        _generated("amount", st.integers(min_value=-(2**63), max_value=0)),
-        _generated("amount", st.integers(min_value=100_000_000, max_value=2**63 - 1)),
-        _generated("amount", st.floats(allow_nan=True, allow_infinity=True)),
-    )
-
-
-def _currency_corruptions() -> st.SearchStrategy[Corruption]:
-    unknown = st.text(alphabet="abcdefghijklmnopqrstuvwxyz", min_size=3, max_size=3).filter(
-        lambda code: code not in STRIPE_CURRENCIES
-    )
-    return st.one_of(
-        _bad(
-            "currency", MISSING, None, "", 840, "USD", "Eur", "usd\n", " usd", "xxx", "u" * OVERSIZED, ["usd"]
+        *_shapes("currency", MISSING, None, "", 840, "USD", "Eur", "usd\n", " usd", "xxx", "u" * OVERSIZED),
+        *_shapes("currency", ["usd"], *INJECTIONS),
+        *_shapes("frequency", MISSING, None, 30, ["monthly"], "daily", "Monthly", "monthly ", {"$ne": None}),
+        # Not a datetime, so the due query ({"nextRunAt": {"$lte": now}}) never matches: never claimed, never
+        # charged, never dead-lettered. That is correct (an undated schedule is not due); the tests assert the
+        # document is left byte-for-byte untouched.
+        *_shapes(
+            "nextRunAt",
+            MISSING,
+            None,
+            "2020-01-01T00:00:00Z",
+            "2020-01-01T00:00:00+05:00",  # ISO text with a non-UTC offset
+            1_600_000_000,  # epoch seconds
+            1_600_000_000_000,  # epoch milliseconds
+            1.6e9,
+            {"$lte": "now"},
+            keeps_due=False,
         ),
-        _generated("currency", unknown),
-    )
+        *_shapes("attempts", -1, INT64_MIN, "1", "0", 1.5, True),
+        *_shapes("anchorDay", 0, 32, -1, "15", 1.5, True, None),
+        *_shapes("periodStart", "2026-01-01T00:00:00Z", 1_600_000_000, "", {"$gt": ""}),
+        *_shapes("paymentIntentId", "ch_123", "PI_123", "", "seti_123", 7, *INJECTIONS),
+    ]
 
 
-def _frequency_corruptions() -> st.SearchStrategy[Corruption]:
-    return st.one_of(
-        _bad("frequency", MISSING, None, 30, ["monthly"], "daily", "Monthly", "monthly ", {"$ne": None}),
-        _generated("frequency", st.text(max_size=20).filter(lambda text: text not in FREQUENCIES)),
-    )
+def _generated(field: str, strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[Corruption]:
+    return strategy.map(lambda value: Corruption(field, value))
 
 
-def _next_run_corruptions() -> st.SearchStrategy[Corruption]:
-    # Not a datetime, so the due query ({"nextRunAt": {"$lte": now}}) never matches: never claimed, never
-    # charged, never dead-lettered. That is correct (an undated schedule is not due); the test asserts the
-    # document is left byte-for-byte untouched.
-    return _bad(
-        "nextRunAt",
-        MISSING,
-        None,
-        "2020-01-01T00:00:00Z",
-        "2020-01-01T00:00:00+05:00",  # ISO text with a non-UTC offset
-        1_600_000_000,  # epoch seconds
-        1_600_000_000_000,  # epoch milliseconds
-        1.6e9,
-        keeps_due=False,
-    )
-
-
-def _other_corruptions() -> st.SearchStrategy[Corruption]:
-    return st.one_of(
-        _bad("attempts", -1, "1", "0", 1.5),
-        _generated("attempts", st.integers(max_value=-1)),
-        _bad("anchorDay", 0, 32, -1, "15", 1.5, True),
-        _generated("anchorDay", st.integers().filter(lambda day: not 1 <= day <= 31)),
-        _bad("periodStart", "2026-01-01T00:00:00Z", 1_600_000_000, "", {"$gt": ""}),
-        _bad("paymentIntentId", "ch_123", "PI_123", "", "seti_123", 7, *INJECTIONS),
-    )
-
+# Values hypothesis makes up, on top of the catalog.
+GENERATED_CORRUPTIONS = st.one_of(
+    _generated("stripeCustomerId", st.text(max_size=40).filter(lambda text: not text.startswith("cus_"))),
+    _generated("stripePaymentMethodId", st.text(max_size=40).filter(lambda text: not text.startswith("pm_"))),
+    _generated("amount", st.integers(min_value=INT64_MIN, max_value=0)),
+    _generated("amount", st.integers(min_value=100_000_000, max_value=INT64_MAX)),
+    _generated("amount", st.floats(allow_nan=True, allow_infinity=True)),
+    _generated(
+        "currency",
+        st.text(alphabet="abcdefghijklmnopqrstuvwxyz", min_size=3, max_size=3).filter(
+            lambda code: code not in STRIPE_CURRENCIES
+        ),
+    ),
+    _generated("frequency", st.text(max_size=20).filter(lambda text: text not in FREQUENCIES)),
+    _generated("attempts", st.integers(min_value=INT64_MIN, max_value=-1)),
+    _generated(
+        "anchorDay",
+        st.integers(min_value=INT64_MIN, max_value=INT64_MAX).filter(lambda day: not 1 <= day <= 31),
+    ),
+)
 
 # Extra fields the store accepts (mongomock, like MongoDB, refuses `$` only in top-level names); they are not
 # validated, so they never make a document invalid on their own and ride along with real corruptions.
@@ -265,32 +259,118 @@ JUNK_FIELDS: tuple[dict[str, Any], ...] = (
 )
 
 
-@st.composite
-def broken_donations(draw: st.DrawFn, *, customer_id: str, due_at: datetime, index: int) -> BrokenDonation:
-    """A valid due donation (real Stripe customer) with one to three fields corrupted, plus optional junk."""
-    document = scheduled_donation(customer_id=customer_id, next_run_at=due_at)
-    corruption = st.one_of(
-        _id_corruptions(index),
-        _stripe_id_corruptions("stripeCustomerId", "cus_", "Abc123"),
-        _stripe_id_corruptions("stripePaymentMethodId", "pm_", "card_visa"),
-        _amount_corruptions(),
-        _currency_corruptions(),
-        _frequency_corruptions(),
-        _next_run_corruptions(),
-        _other_corruptions(),
-    )
-    corruptions = draw(st.lists(corruption, min_size=1, max_size=3, unique_by=lambda c: c.field))
+def corrupt(document: dict[str, Any], corruptions: list[Corruption]) -> BrokenDonation:
     for item in corruptions:
         if item.value is MISSING:
             document.pop(item.field, None)
         else:
             document[item.field] = item.value
-    for junk in draw(st.lists(st.sampled_from(JUNK_FIELDS), max_size=2, unique_by=lambda j: tuple(j))):
-        document.update(junk)
     return BrokenDonation(
         document=document,
         fields=frozenset(item.field for item in corruptions),
         due=all(item.keeps_due for item in corruptions),
+    )
+
+
+@st.composite
+def broken_donations(draw: st.DrawFn, *, customer_id: str, due_at: datetime, index: int) -> BrokenDonation:
+    """A valid due donation (real Stripe customer) with one to three fields corrupted, plus optional junk."""
+    corruption = st.one_of(st.sampled_from(corruption_catalog(index)), GENERATED_CORRUPTIONS)
+    corruptions = draw(st.lists(corruption, min_size=1, max_size=3, unique_by=lambda c: c.field))
+    broken = corrupt(scheduled_donation(customer_id=customer_id, next_run_at=due_at), corruptions)
+    for junk in draw(st.lists(st.sampled_from(JUNK_FIELDS), max_size=2, unique_by=lambda j: tuple(j))):
+        broken.document.update(junk)
+    return broken
+
+
+def _assert_only_the_valid_donation_was_charged_and_each_broken_due_one_dead_lettered(
+    services: LocalServices,
+    clock: TestClock,
+    summary: RunSummary,
+    valid: dict[str, Any],
+    broken: list[BrokenDonation],
+    stored: dict[Any, dict[str, Any]],
+) -> None:
+    collection = services.database["scheduled_donations"]
+    due_broken = [item for item in broken if item.due]
+
+    # the run finished and Stripe's ledger holds exactly the valid donation's one charge
+    assert summary.status == "completed"
+    charges = services.stripe.state.charges()
+    assert [(c.metadata.get("scheduled_donation_id"), c.amount, c.currency) for c in charges] == [
+        (str(valid["_id"]), VALID_AMOUNT, VALID_CURRENCY)
+    ]
+    assert (summary.due, summary.succeeded, summary.failed) == (1 + len(due_broken), 1, 0)
+    assert (summary.invalid, summary.dead_lettered) == (len(due_broken), len(due_broken))
+    charged = collection.find_one({"_id": valid["_id"]})
+    assert charged is not None
+    assert charged["status"] == "active"
+    assert charged["nextRunAt"] > naive_utc(clock.now)
+
+    # every broken due document is stopped as invalid, its reason naming (only) corrupted fields
+    for item in broken:
+        after = collection.find_one({"_id": item.document["_id"]})
+        assert after is not None
+        if not item.due:
+            # a document whose nextRunAt is not a datetime is never due: left exactly as it was
+            assert bson.encode(after) == bson.encode(stored[item.document["_id"]])
+            continue
+        assert after["status"] == "invalid", (item.fields, after.get("status"), after.get("stopReason"))
+        named = _named_fields(after["invalidReason"])
+        assert named, after["invalidReason"]
+        assert named <= item.fields, (after["invalidReason"], item.fields)
+        assert after["stopReason"] == "invalid_document"
+        assert "pendingDeadLetter" not in after  # delivered, so no longer parked
+    assert collection.count_documents({"claimedBy": {"$exists": True}}) == 0
+    assert services.database["donations"].count_documents({"scheduledDonationId": {"$ne": valid["_id"]}}) == 0
+
+    # exactly one dead letter per broken due document: reason invalid_document, message naming the field,
+    # no operator or oversized value copied into it
+    letters = read_dead_letters(services)
+    by_id = {letter["scheduledDonationId"]: letter for letter in letters}
+    assert len(by_id) == len(letters) == len(due_broken)
+    for item in due_broken:
+        letter = by_id[str(item.document["_id"])[:256]]
+        assert letter["reason"] == "invalid_document"
+        named = _named_fields(letter["message"])
+        assert named, letter["message"]
+        assert named <= item.fields, (letter["message"], item.fields)
+        for key in ("stripeCustomerId", "amount", "currency", "donorId"):
+            assert letter[key] is None or isinstance(letter[key], (str, int)), (key, letter[key])
+            assert not isinstance(letter[key], str) or len(letter[key]) <= 64
+
+
+def _insert(services: LocalServices, valid: dict[str, Any], broken: list[BrokenDonation]) -> dict[Any, Any]:
+    """Insert everything; return each broken document as stored (mongomock normalises, as MongoDB does)."""
+    collection = services.database["scheduled_donations"]
+    collection.insert_many([valid, *(item.document for item in broken)])
+    return {item.document["_id"]: collection.find_one({"_id": item.document["_id"]}) for item in broken}
+
+
+def test_every_catalogued_broken_shape_in_one_run_is_never_charged_and_is_dead_lettered(
+    services: LocalServices, clock: TestClock, make_engine: Callable[..., DonationEngine]
+) -> None:
+    # GIVEN one valid due donation and one broken donation per catalogued shape (108), all due
+    # except those whose nextRunAt itself is broken
+    stripe = services.stripe.state
+    due_at = clock.now - timedelta(hours=1)
+    valid = scheduled_donation(customer_id=stripe.create_customer(), next_run_at=due_at)
+    shapes = len(corruption_catalog(0))
+    broken = [
+        corrupt(
+            scheduled_donation(customer_id=stripe.create_customer(), next_run_at=due_at),
+            [corruption_catalog(index)[index]],
+        )
+        for index in range(shapes)
+    ]
+    stored = _insert(services, valid, broken)
+
+    # WHEN the scheduled run goes through them
+    summary = make_engine().run(SCHEDULED, PLENTY_OF_TIME)
+
+    # THEN only the valid donation is charged and each broken due one is invalid and dead-lettered once
+    _assert_only_the_valid_donation_was_charged_and_each_broken_due_one_dead_lettered(
+        services, clock, summary, valid, broken, stored
     )
 
 
@@ -318,60 +398,18 @@ def test_broken_documents_are_never_charged_and_each_is_dead_lettered_naming_the
         )
         for index in range(broken_count)
     ]
-    collection = services.database["scheduled_donations"]
-    collection.insert_many([valid, *(item.document for item in broken)])
-    stored = {item.document["_id"]: collection.find_one({"_id": item.document["_id"]}) for item in broken}
-    due_broken = [item for item in broken if item.due]
+    stored = _insert(services, valid, broken)
     for item in broken:
         hypothesis_event(f"corrupted {'+'.join(sorted(item.fields))} ({'due' if item.due else 'not due'})")
 
     # WHEN the scheduled run goes through them
     summary = make_engine().run(SCHEDULED, PLENTY_OF_TIME)
 
-    # THEN it finished (no exception) and Stripe's ledger holds exactly the valid donation's one charge
-    assert summary.status == "completed"
-    charges = stripe.charges()
-    assert [(c.metadata.get("scheduled_donation_id"), c.amount, c.currency) for c in charges] == [
-        (str(valid["_id"]), VALID_AMOUNT, VALID_CURRENCY)
-    ]
-    assert (summary.due, summary.succeeded, summary.failed) == (1 + len(due_broken), 1, 0)
-    assert (summary.invalid, summary.dead_lettered) == (len(due_broken), len(due_broken))
-    charged = services.database["scheduled_donations"].find_one({"_id": valid["_id"]})
-    assert charged is not None
-    assert charged["status"] == "active"
-    assert charged["nextRunAt"] > naive_utc(clock.now)
-
-    # AND every broken due document is stopped as invalid, its reason naming (only) corrupted fields
-    for item in broken:
-        after = collection.find_one({"_id": item.document["_id"]})
-        assert after is not None
-        if not item.due:
-            # a document whose nextRunAt is not a datetime is never due: left exactly as it was
-            assert bson.encode(after) == bson.encode(stored[item.document["_id"]])
-            continue
-        assert after["status"] == "invalid", (item.fields, after.get("status"))
-        named = _named_fields(after["invalidReason"])
-        assert named, after["invalidReason"]
-        assert named <= item.fields, (after["invalidReason"], item.fields)
-        assert after["stopReason"] == "invalid_document"
-        assert "pendingDeadLetter" not in after  # delivered, so no longer parked
-    assert collection.count_documents({"claimedBy": {"$exists": True}}) == 0
-    assert services.database["donations"].count_documents({"scheduledDonationId": {"$ne": valid["_id"]}}) == 0
-
-    # AND exactly one dead letter per broken due document: reason invalid_document, message naming the field,
-    # no operator or oversized value copied into it
-    letters = read_dead_letters(services)
-    by_id = {letter["scheduledDonationId"]: letter for letter in letters}
-    assert len(by_id) == len(letters) == len(due_broken)
-    for item in due_broken:
-        letter = by_id[str(item.document["_id"])[:64]]
-        assert letter["reason"] == "invalid_document"
-        named = _named_fields(letter["message"])
-        assert named, letter["message"]
-        assert named <= item.fields, (letter["message"], item.fields)
-        for key in ("stripeCustomerId", "amount", "currency", "donorId"):
-            assert letter[key] is None or isinstance(letter[key], (str, int)), (key, letter[key])
-            assert not isinstance(letter[key], str) or len(letter[key]) <= 64
+    # THEN no exception, only the valid donation is charged, each broken due one is invalid and dead-lettered
+    # once with a reason naming a corrupted field, and each broken one that is not due is untouched
+    _assert_only_the_valid_donation_was_charged_and_each_broken_due_one_dead_lettered(
+        services, clock, summary, valid, broken, stored
+    )
 
 
 # -- Property B: the handler against arbitrary and targeted broken events ------------------------------------
@@ -553,12 +591,16 @@ def test_any_event_either_runs_or_is_refused_naming_the_field_before_anything_is
     hypothesis_event("refused" if problems else "accepted")
 
     # WHEN the Lambda handler is invoked with it (any exception but InvalidEventError fails the test)
+    refusal: str | None = None
     try:
         result = app.lambda_handler(event, lambda_context)
     except InvalidEventError as error:
+        refusal = str(error)
+
+    if refusal is not None:
         # THEN a refused event was malformed, the message names a bad field, and nothing was read or charged
-        assert problems, f"a well-formed event was refused: {error}"
-        assert any(token in str(error) for token in problems), (str(error), problems)
+        assert problems, f"a well-formed event was refused: {refusal}"
+        assert any(token in refusal for token in problems), (refusal, problems)
         assert services.stripe.state.request_count == requests_before
         assert _snapshot(services) == before
         assert read_dead_letters(services) == []
@@ -579,13 +621,77 @@ def test_any_event_either_runs_or_is_refused_naming_the_field_before_anything_is
         assert services.stripe.state.request_count == requests_before
         assert _snapshot(services) == before
     elif not manual or not (set(event) & {"donationIds", "limit"}):
-        # a full run (the schedule, no payload, or a manual run without ids or limit): both valid donations charged once, both broken ones stopped as invalid
+        # a full run (the schedule, no payload, a manual run without ids or limit): both valid donations
+        # charged once, both broken ones stopped as invalid
         assert (result["status"], result["succeeded"], result["invalid"]) == ("completed", 2, 2)
         assert len(charges) == 2
         assert collection.count_documents({"_id": {"$in": broken_ids}, "status": "invalid"}) == 2
 
 
-# -- Deterministic: operator injection in donationIds ---------------------------------------------------------
+TARGETED_BROKEN_EVENTS: list[tuple[object, str]] = [
+    ([], "event"),
+    ("run", "event"),
+    (42, "event"),
+    ({"dryRun": "true"}, "dryRun"),
+    ({"dryRun": 1}, "dryRun"),
+    ({"dryRun": None}, "dryRun"),
+    ({"dryRun": {"$ne": False}}, "dryRun"),
+    ({"donationIds": [{"$gt": ""}]}, "donationIds[0]"),
+    ({"donationIds": {"$gt": ""}}, "donationIds"),
+    ({"donationIds": []}, "donationIds"),
+    ({"donationIds": "abc"}, "donationIds"),
+    ({"donationIds": [f"id{n}" for n in range(2000)]}, "donationIds"),
+    ({"donationIds": [f"id{n}" for n in range(MAX_IDS + 1)]}, "donationIds"),
+    ({"donationIds": ["ok", "d\u00f6n"]}, "donationIds[1]"),
+    ({"donationIds": ["line\nbreak"]}, "donationIds[0]"),
+    ({"donationIds": ["trailing\n"]}, "donationIds[0]"),
+    ({"donationIds": ["a" * 65]}, "donationIds[0]"),
+    ({"donationIds": [""]}, "donationIds[0]"),
+    ({"donationIds": [5]}, "donationIds[0]"),
+    ({"limit": 0}, "limit"),
+    ({"limit": -1}, "limit"),
+    ({"limit": 1.5}, "limit"),
+    ({"limit": 10.0}, "limit"),
+    ({"limit": MAX_LIMIT + 1}, "limit"),
+    ({"limit": 10**30}, "limit"),
+    ({"limit": "10"}, "limit"),
+    ({"limit": True}, "limit"),
+    ({"limit": math.nan}, "limit"),
+    ({"dryrun": True}, "'dryrun'"),
+    ({"dryRun": True, "$where": "1"}, "'$where'"),
+    ({"source": "aws.events"}, "detail-type"),
+    ({**SCHEDULED_EVENT, "detail-type": "scheduled event"}, "detail-type"),
+    ({**SCHEDULED_EVENT, "detail-type": None}, "detail-type"),
+    ({"detail-type": "Object Created", "dryRun": True}, "detail-type"),
+]
+
+
+def test_each_targeted_broken_event_is_refused_naming_its_field_before_anything_is_touched(
+    handler_env: LocalServices, lambda_context: FakeLambdaContext
+) -> None:
+    # GIVEN due donations and a table of deliberately broken events, each with the field it must name
+    services = handler_env
+    _seed_for_handler(services)
+    before = _snapshot(services)
+
+    # WHEN each is sent to the handler
+    outcomes = []
+    for event, field in TARGETED_BROKEN_EVENTS:
+        try:
+            app.lambda_handler(event, lambda_context)
+        except InvalidEventError as error:
+            outcomes.append((field, field in str(error)))
+        else:
+            outcomes.append((field, False))
+
+    # THEN every one was refused with its field named, and nothing was read, charged or dead-lettered
+    assert [field for field, named in outcomes if not named] == []
+    assert services.stripe.state.request_count == 0
+    assert _snapshot(services) == before
+    assert read_dead_letters(services) == []
+
+
+# -- Deterministic: operator injection in donationIds -------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -623,17 +729,9 @@ def test_an_operator_in_donation_ids_is_refused_and_nothing_is_charged_although_
     assert collection.count_documents({"status": "active", "claimedBy": {"$exists": False}}) == 25
 
 
-# -- Bugs found (strict xfail: they start passing, and must be un-marked, once fixed) -------------------------
+# -- Regressions for bugs this suite found (periodStart overflow, loose paymentIntentId) -----------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "bug: validation.py does not bound periodStart; charge_processor._handle_result charges, records, "
-        "then schedule.next_run_at overflows (ValueError/OverflowError) and the whole run raises, leaving "
-        "the donation claimed; every later run replays the charge and crashes again"
-    ),
-)
 @pytest.mark.parametrize(
     ("frequency", "period_start"),
     [("monthly", datetime(9999, 12, 20)), ("weekly", datetime(9999, 12, 30))],
@@ -671,14 +769,6 @@ def test_a_period_start_at_the_end_of_the_calendar_is_invalid_not_charged_and_th
     assert (letter["reason"], letter["scheduledDonationId"]) == ("invalid_document", str(poisoned["_id"]))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "bug: validation.py checks paymentIntentId only with startswith('pi_'), unlike every other Stripe id: "
-        "'pi_' + newline / 10k characters / a path is sent to Stripe and stopped as stripe_rejected_request "
-        "instead of being dead-lettered as invalid_document before any Stripe call"
-    ),
-)
 @pytest.mark.parametrize(
     "payment_intent_id",
     ["pi_abc\nX-Injected: 1", "pi_" + "a" * OVERSIZED, "pi_../../v1/customers", "pi_ abc"],

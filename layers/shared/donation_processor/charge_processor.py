@@ -86,7 +86,7 @@ class ChargeProcessor:
 
     def process(self, document: Mapping[str, Any], ctx: RunContext) -> None:
         raw_id = document.get("_id")
-        log_id = str(raw_id)[:64]
+        log_id = str(raw_id)[:256]
         if ctx.stop.is_set():
             self._store.release(raw_id, ctx.claim, None)
             ctx.summary.add(skipped=1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from donation_processor.currencies import MAX_AMOUNT_MINOR_UNITS, STRIPE_CURRENCIES
@@ -14,6 +14,10 @@ from donation_processor.schedule import Frequency, as_utc
 _ID = re.compile(r"[A-Za-z0-9_\-]{1,64}")
 _CUSTOMER = re.compile(r"cus_[A-Za-z0-9]{1,250}")
 _PAYMENT_METHOD = re.compile(r"(pm|card|src)_[A-Za-z0-9_]{1,250}")
+_PAYMENT_INTENT = re.compile(r"pi_[A-Za-z0-9_]{1,250}")
+# Dates outside these bounds are data errors, and near year 9999 the schedule arithmetic would overflow.
+_EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+_LATEST = datetime(2200, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -53,7 +57,13 @@ def _datetime_field(document: Mapping[str, Any], field: str) -> datetime | None:
         return None
     if not isinstance(value, datetime):
         raise InvalidDonation(f"{field} must be a UTC date-time")
-    return as_utc(value)
+    try:
+        moment = as_utc(value)
+    except (OverflowError, ValueError):
+        raise InvalidDonation(f"{field} is out of range") from None
+    if not _EARLIEST <= moment < _LATEST:
+        raise InvalidDonation(f"{field} must be between 2000 and 2200")
+    return moment
 
 
 def validate(document: Mapping[str, Any]) -> ChargeableDonation:
@@ -89,7 +99,7 @@ def validate(document: Mapping[str, Any]) -> ChargeableDonation:
         raise InvalidDonation("anchorDay must be a day of the month (1-31)")
     payment_intent_id = document.get("paymentIntentId")
     if payment_intent_id is not None and not (
-        isinstance(payment_intent_id, str) and payment_intent_id.startswith("pi_")
+        isinstance(payment_intent_id, str) and _PAYMENT_INTENT.fullmatch(payment_intent_id)
     ):
         raise InvalidDonation("paymentIntentId must be a Stripe PaymentIntent id (pi_…)")
     return ChargeableDonation(
