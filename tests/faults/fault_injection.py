@@ -92,11 +92,11 @@ class CrashingLock:
         renewed: LockLease = self._inner.renew(lease)
         return renewed
 
-    def release(self, lease: LockLease) -> None:
+    def release(self, lease: LockLease, last_run: Mapping[str, Any] | None = None) -> None:
         if self._switch.fired:
             return  # the process is gone
         self._switch.maybe_crash("before_lock_release")
-        self._inner.release(lease)
+        self._inner.release(lease, last_run=last_run)
 
 
 class DyingPayments:

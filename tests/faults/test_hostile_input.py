@@ -83,6 +83,8 @@ SUMMARY_KEYS = frozenset(
         "invalid",
         "skipped",
         "deadLettersDeferred",
+        "overdue",
+        "donorEventsFailed",
         "durationMs",
         "amountByCurrency",
     }

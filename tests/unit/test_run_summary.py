@@ -29,6 +29,8 @@ def test_to_dict_has_exactly_the_documented_keys() -> None:
         "invalid",
         "skipped",
         "deadLettersDeferred",
+        "overdue",
+        "donorEventsFailed",
         "durationMs",
         "amountByCurrency",
     }
@@ -41,7 +43,7 @@ def test_to_dict_maps_each_counter_to_its_key_and_is_json_serialisable() -> None
     # GIVEN a summary with distinct values in every counter
     summary = RunSummary(run_id="run-2", status="partial", duration_ms=1234)
     summary.add(due=1, succeeded=2, failed=3, retried=4, dead_lettered=5, invalid=6, skipped=7)
-    summary.add(dead_letters_deferred=8)
+    summary.add(dead_letters_deferred=8, overdue=9, donor_events_failed=10)
     summary.add_amount("usd", 2500)
 
     # WHEN it is rendered and serialised
@@ -59,6 +61,8 @@ def test_to_dict_maps_each_counter_to_its_key_and_is_json_serialisable() -> None
         "invalid": 6,
         "skipped": 7,
         "deadLettersDeferred": 8,
+        "overdue": 9,
+        "donorEventsFailed": 10,
         "durationMs": 1234,
         "amountByCurrency": {"usd": 2500},
     }

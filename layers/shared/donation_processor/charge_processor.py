@@ -14,15 +14,22 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from donation_processor import donor_events
 from donation_processor.backoff import backoff_delay
 from donation_processor.charge_outcome import FailureKind, PaymentFailed, StripeFailure
 from donation_processor.circuit_breaker import CircuitBreaker
-from donation_processor.dead_letters import DeadLetterCourier, build_letter
+from donation_processor.dead_letters import DeadLetterCourier, build_letter, plain_value
 from donation_processor.dunning import attempts_exhausted, next_attempt_at
 from donation_processor.exceptions import PaymentsUnavailableError
 from donation_processor.idempotency import confirm_key, payment_intent_key
 from donation_processor.observability import logger
-from donation_processor.ports import Claim, DonationStorePort, PaymentIntentResult, PaymentsPort
+from donation_processor.ports import (
+    Claim,
+    DonationStorePort,
+    DonorEventsPort,
+    PaymentIntentResult,
+    PaymentsPort,
+)
 from donation_processor.schedule import next_run_at, period_key
 from donation_processor.summary import RunSummary
 from donation_processor.validation import ChargeableDonation, InvalidDonation, validate
@@ -75,7 +82,9 @@ class ChargeProcessor:
         policy: ChargePolicy,
         clock: Callable[[], datetime],
         sleep: Callable[[float], None] = time.sleep,
+        events: DonorEventsPort | None = None,
     ) -> None:
+        self._events = events
         self._store = store
         self._payments = payments
         self._courier = courier
@@ -83,6 +92,34 @@ class ChargeProcessor:
         self._policy = policy
         self._clock = clock
         self._sleep = sleep
+
+    def _publish(
+        self,
+        detail_type: str,
+        document: Mapping[str, Any],
+        donation: ChargeableDonation,
+        period: str,
+        ctx: RunContext,
+        **fields: Any,
+    ) -> None:
+        """A donor-facing event: ids, amounts and reasons only. Its eventId is stable per outcome."""
+        if self._events is None:
+            return
+        outcome = fields.pop("outcome")
+        self._events.publish(
+            detail_type,
+            {
+                "eventId": f"{donation.id}:{period}:{outcome}",
+                "scheduledDonationId": donation.id,
+                "donorId": plain_value(document.get("donorId")),
+                "period": period,
+                "amount": donation.amount,
+                "currency": donation.currency,
+                "runId": ctx.run_id,
+                "occurredAt": self._clock().isoformat(),
+                **fields,
+            },
+        )
 
     def process(self, document: Mapping[str, Any], ctx: RunContext) -> None:
         raw_id = document.get("_id")
@@ -252,6 +289,17 @@ class ChargeProcessor:
                 logger.warning(
                     "claim lost after a recorded charge; the newer run advances it", donation_id=donation.id
                 )
+            self._publish(
+                donor_events.CHARGE_SUCCEEDED,
+                document,
+                donation,
+                period,
+                ctx,
+                outcome="succeeded",
+                paymentIntentId=result.payment_intent_id,
+                attempts=attempt,
+                nextRunAt=following.isoformat(),
+            )
             ctx.summary.add(succeeded=1)
             ctx.summary.add_amount(
                 result.currency or donation.currency,
@@ -354,6 +402,20 @@ class ChargeProcessor:
                     "lastError": error,
                 },
             )
+            self._publish(
+                donor_events.RETRY_SCHEDULED,
+                document,
+                donation,
+                period,
+                ctx,
+                outcome=f"retry-{attempt + 1}",
+                paymentIntentId=intent_id,
+                reason=failure.reason,
+                declineCode=failure.decline_code,
+                attempts=attempt,
+                maxAttempts=self._policy.max_attempts,
+                nextAttemptAt=retry_at.isoformat(),
+            )
             logger.info(
                 "soft decline; retry scheduled", retry_at=retry_at.isoformat(), attempt=attempt, extra=log
             )
@@ -384,7 +446,22 @@ class ChargeProcessor:
             "paymentIntentId": intent_id,
             "lastError": error,
         }
-        self._stop_and_dead_letter(raw_id, changes, letter, ctx)
+        if self._stop_and_dead_letter(raw_id, changes, letter, ctx):
+            self._publish(
+                donor_events.PAYMENT_METHOD_UPDATE_REQUIRED
+                if failure.kind is FailureKind.HARD_DECLINE
+                else donor_events.SCHEDULE_STOPPED,
+                document,
+                donation,
+                period,
+                ctx,
+                outcome=reason,
+                paymentIntentId=intent_id,
+                reason=reason,
+                declineCode=failure.decline_code,
+                code=failure.code,
+                attempts=attempt,
+            )
         logger.warning("schedule stopped and dead-lettered", stop_reason=reason, extra=log)
 
     def _reject_invalid(
@@ -413,11 +490,12 @@ class ChargeProcessor:
 
     def _stop_and_dead_letter(
         self, raw_id: Any, changes: Mapping[str, Any], letter: Mapping[str, Any], ctx: RunContext
-    ) -> None:
+    ) -> bool:
         if not self._store.stop(raw_id, ctx.claim, changes, letter):
-            logger.warning("claim lost before stopping; the newer run decides", donation_id=str(raw_id)[:64])
-            return
+            logger.warning("claim lost before stopping; the newer run decides", donation_id=str(raw_id)[:256])
+            return False
         if self._courier.deliver(raw_id, letter):
             ctx.summary.add(dead_lettered=1)
         else:
             ctx.summary.add(dead_letters_deferred=1)
+        return True

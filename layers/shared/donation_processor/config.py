@@ -36,6 +36,9 @@ class Settings:
     claim_lease_seconds: int = 900
     lock_lease_seconds: int = 120
     lock_name: str = "scheduled-donations"
+    pause_parameter_name: str | None = None
+    donor_event_bus_name: str | None = None
+    overdue_after_hours: int = 24
 
     def __repr__(self) -> str:
         # Never let a secret reach a log line through repr().
@@ -152,4 +155,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         claim_lease_seconds=_int(env, "CLAIM_LEASE_SECONDS", 900, 60, 86400),
         lock_lease_seconds=_int(env, "LOCK_LEASE_SECONDS", 120, 10, 3600),
         lock_name=_optional(env, "LOCK_NAME") or "scheduled-donations",
+        pause_parameter_name=_optional(env, "PAUSE_PARAMETER_NAME"),
+        donor_event_bus_name=_optional(env, "DONOR_EVENT_BUS_NAME"),
+        overdue_after_hours=_int(env, "OVERDUE_AFTER_HOURS", 24, 1, 24 * 30),
     )

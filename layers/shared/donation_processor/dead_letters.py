@@ -14,7 +14,7 @@ from donation_processor.ports import DeadLetterPort, DonationStorePort
 _MAX_TEXT = 300
 
 
-def _plain(value: object, limit: int = 64) -> object:
+def plain_value(value: object, limit: int = 64) -> object:
     """Only simple values reach a dead letter; anything else (a nested operator, a huge string) is dropped."""
     if isinstance(value, bool) or value is None:
         return value
@@ -43,10 +43,10 @@ def build_letter(
         "deadLetterId": f"{donation_id}:{period or 'no-period'}:{reason}",
         "reason": reason,
         "scheduledDonationId": donation_id,
-        "donorId": _plain(document.get("donorId")),
-        "stripeCustomerId": _plain(document.get("stripeCustomerId")),
-        "amount": _plain(document.get("amount")),
-        "currency": _plain(document.get("currency"), limit=8),
+        "donorId": plain_value(document.get("donorId")),
+        "stripeCustomerId": plain_value(document.get("stripeCustomerId")),
+        "amount": plain_value(document.get("amount")),
+        "currency": plain_value(document.get("currency"), limit=8),
         "period": period,
         "idempotencyKey": idempotency_key,
         "paymentIntentId": failure.payment_intent_id if failure else None,

@@ -198,6 +198,14 @@ class MongoDonationStore:
             update["$set"] = {"lastError": _mongo_values(last_error)}
         return self._update_claimed(donation_id, claim, update)
 
+    def count_overdue(self, due_before: datetime) -> int:
+        try:
+            return self._scheduled.count_documents(
+                {"status": "active", "nextRunAt": {"$lt": to_mongo_datetime(due_before)}}
+            )
+        except PyMongoError as error:
+            raise StoreError(f"counting overdue donations failed: {type(error).__name__}") from error
+
     def pending_dead_letters(self, limit: int) -> list[Document]:
         try:
             cursor = self._scheduled.find(

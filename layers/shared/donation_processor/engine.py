@@ -19,7 +19,7 @@ from donation_processor.charge_processor import ChargePolicy, ChargeProcessor, R
 from donation_processor.circuit_breaker import CircuitBreaker
 from donation_processor.config import Settings
 from donation_processor.dead_letters import DeadLetterCourier
-from donation_processor.exceptions import LockContendedError, PaymentsUnavailableError
+from donation_processor.exceptions import LockContendedError, PaymentsUnavailableError, StoreError
 from donation_processor.in_flight import InFlightGovernor
 from donation_processor.invocation import RunRequest
 from donation_processor.lease_keeper import LeaseKeeper
@@ -29,7 +29,9 @@ from donation_processor.ports import (
     DeadLetterPort,
     Document,
     DonationStorePort,
+    DonorEventsPort,
     LockLease,
+    PauseSwitchPort,
     PaymentsPort,
     RunLockPort,
 )
@@ -47,6 +49,8 @@ class EngineDependencies:
     store: DonationStorePort
     payments: PaymentsPort
     dead_letters: DeadLetterPort
+    pause_switch: PauseSwitchPort | None = None
+    donor_events: DonorEventsPort | None = None
 
 
 class DonationEngine:
@@ -104,7 +108,14 @@ class DonationEngine:
 
     # -- real run -----------------------------------------------------------------------------------------
 
+    def _paused(self) -> bool:
+        return self._deps.pause_switch is not None and self._deps.pause_switch.is_paused()
+
     def _locked_run(self, request: RunRequest, remaining_ms: Callable[[], int], summary: RunSummary) -> None:
+        if self._paused():
+            summary.status = "paused"
+            logger.warning("charging is paused by the operator switch; nothing charged")
+            return
         try:
             lease = self._deps.lock.acquire(summary.run_id)
         except LockContendedError:
@@ -118,14 +129,29 @@ class DonationEngine:
             interval_seconds=max(1.0, self._settings.lock_lease_seconds / 3),
             clock_ms=lambda: int(self._clock().timestamp() * 1000),
         )
+        started = time.monotonic()
         try:
             with keeper:
                 self._deps.store.ensure_indexes()
                 delivered, parked = self._courier.flush_parked()
                 summary.add(dead_lettered=delivered, dead_letters_deferred=parked)
-                self._process_due(request, lease, keeper, remaining_ms, summary)
+                try:
+                    self._process_due(request, lease, keeper, remaining_ms, summary)
+                finally:
+                    if self._deps.donor_events is not None:
+                        summary.donor_events_failed = self._deps.donor_events.flush()
+                self._count_overdue(summary)
         finally:
-            self._deps.lock.release(keeper.lease)
+            summary.duration_ms = int((time.monotonic() - started) * 1000)
+            self._deps.lock.release(keeper.lease, last_run=summary.to_dict())
+
+    def _count_overdue(self, summary: RunSummary) -> None:
+        """Due for longer than OVERDUE_AFTER_HOURS and still active: the job is falling behind."""
+        cutoff = self._clock() - timedelta(hours=self._settings.overdue_after_hours)
+        try:
+            summary.overdue = self._deps.store.count_overdue(cutoff)
+        except StoreError as error:
+            logger.error("could not count overdue donations", error=str(error))
 
     def _process_due(
         self,
@@ -145,6 +171,7 @@ class DonationEngine:
             self._policy,
             self._clock,
             self._sleep,
+            events=self._deps.donor_events,
         )
         stop = threading.Event()
         ctx = RunContext(
@@ -174,6 +201,8 @@ class DonationEngine:
                 return "lock_lost"
             if remaining_ms() < margin_ms:
                 return "time_budget"
+            if self._paused():
+                return "paused"
             return None
 
         governor = InFlightGovernor(settings.stripe_max_rps, settings.max_concurrency)
@@ -235,7 +264,9 @@ class DonationEngine:
             raise fatal
         if breaker.is_open:
             reason = "circuit_open"  # it may have opened while the last charges were finishing
-        summary.status = {"completed": "completed", "circuit_open": "circuit_open"}.get(reason, "partial")
+        summary.status = {"completed": "completed", "circuit_open": "circuit_open", "paused": "paused"}.get(
+            reason, "partial"
+        )
         if reason != "completed":
             logger.warning("run stopped early", stop_reason=reason)
 

@@ -41,3 +41,7 @@ class SecretError(DonationProcessorError):
 
 class PaymentsUnavailableError(DonationProcessorError):
     """Stripe rejected our credentials or permissions: no donation can be charged in this run."""
+
+
+class PauseSwitchUnavailableError(DonationProcessorError):
+    """The pause switch cannot be read: the job does not charge rather than ignore an operator's pause."""

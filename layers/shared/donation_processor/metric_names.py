@@ -15,6 +15,10 @@ CIRCUIT_OPENED = "CircuitOpened"
 RUN_COMPLETED = "RunCompleted"
 RUN_PARTIAL = "RunPartial"
 RUN_DURATION_MS = "RunDurationMs"
+RUN_PAUSED = "RunPaused"
+DONATIONS_OVERDUE = "DonationsOverdue"
+AMOUNT_CHARGED = "AmountCharged"  # minor units, one metric per currency (dimension "currency")
+DONOR_EVENTS_FAILED = "DonorEventsFailed"
 
 ALL_METRICS: frozenset[str] = frozenset(
     {
@@ -31,5 +35,9 @@ ALL_METRICS: frozenset[str] = frozenset(
         RUN_COMPLETED,
         RUN_PARTIAL,
         RUN_DURATION_MS,
+        RUN_PAUSED,
+        DONATIONS_OVERDUE,
+        AMOUNT_CHARGED,
+        DONOR_EVENTS_FAILED,
     }
 )

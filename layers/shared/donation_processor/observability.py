@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics, Tracer, single_metric
 from aws_lambda_powertools.metrics import MetricUnit
 
 from donation_processor import metric_names as names
@@ -19,9 +19,8 @@ DEFAULT_NAMESPACE = "ScheduledDonations"
 logger = Logger(service=SERVICE_NAME)
 tracer = Tracer(service=SERVICE_NAME)
 # The default namespace applies when POWERTOOLS_METRICS_NAMESPACE is unset.
-metrics = Metrics(
-    service=SERVICE_NAME, namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or DEFAULT_NAMESPACE
-)
+NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or DEFAULT_NAMESPACE
+metrics = Metrics(service=SERVICE_NAME, namespace=NAMESPACE)
 
 
 def publish_run_metrics(summary: RunSummary) -> None:
@@ -40,7 +39,21 @@ def publish_run_metrics(summary: RunSummary) -> None:
         # The heartbeat: only a run that really worked through its queue counts as completed.
         names.RUN_COMPLETED: 1 if summary.status in ("completed", "partial") else 0,
         names.RUN_PARTIAL: 1 if summary.status == "partial" else 0,
+        names.RUN_PAUSED: 1 if summary.status == "paused" else 0,
+        names.DONOR_EVENTS_FAILED: summary.donor_events_failed,
     }
     for name, value in counts.items():
         metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
     metrics.add_metric(name=names.RUN_DURATION_MS, unit=MetricUnit.Milliseconds, value=summary.duration_ms)
+    if summary.status in ("completed", "partial", "circuit_open"):
+        # A gauge: only runs that looked at the queue report it, so a skipped run leaves no false zero.
+        metrics.add_metric(name=names.DONATIONS_OVERDUE, unit=MetricUnit.Count, value=summary.overdue)
+    for currency, amount in sorted(summary.amount_by_currency.items()):
+        with single_metric(
+            name=names.AMOUNT_CHARGED,
+            unit=MetricUnit.Count,
+            value=amount,
+            namespace=NAMESPACE,
+            default_dimensions={"service": SERVICE_NAME},
+        ) as metric:
+            metric.add_dimension(name="currency", value=currency)

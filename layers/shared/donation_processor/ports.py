@@ -45,8 +45,8 @@ class RunLockPort(Protocol):
     def renew(self, lease: LockLease) -> LockLease:
         """Extend the lease or raise LockLostError."""
 
-    def release(self, lease: LockLease) -> None:
-        """Give the lock up if this lease still owns it."""
+    def release(self, lease: LockLease, last_run: Mapping[str, Any] | None = None) -> None:
+        """Give the lock up if this lease still owns it, keeping the run's summary for operators."""
 
 
 class DonationStorePort(Protocol):
@@ -85,6 +85,9 @@ class DonationStorePort(Protocol):
     def release(self, donation_id: Any, claim: Claim, last_error: Mapping[str, Any] | None) -> bool:
         """Let it go untouched (still due), keeping this run from reclaiming it."""
 
+    def count_overdue(self, due_before: datetime) -> int:
+        """Active donations whose nextRunAt is before due_before (the job is falling behind)."""
+
     def pending_dead_letters(self, limit: int) -> list[Document]:
         """Donations whose dead letter has not reached the queue yet."""
 
@@ -111,3 +114,16 @@ class PaymentsPort(Protocol):
 class DeadLetterPort(Protocol):
     def send(self, letter: Mapping[str, Any]) -> None:
         """Deliver one dead letter or raise DeadLetterSendError."""
+
+
+class PauseSwitchPort(Protocol):
+    def is_paused(self) -> bool:
+        """True when an operator paused charging; raise PauseSwitchUnavailableError if it cannot be read."""
+
+
+class DonorEventsPort(Protocol):
+    def publish(self, detail_type: str, detail: Mapping[str, Any]) -> None:
+        """Queue one donor-facing event; delivery happens in batches."""
+
+    def flush(self) -> int:
+        """Deliver what is queued; returns how many events could not be delivered."""

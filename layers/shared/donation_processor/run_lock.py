@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -134,9 +135,14 @@ class DynamoDbRunLock:
             raise LockUnavailableError(f"lock table unreachable: {type(error).__name__}") from error
         return LockLease(owner=lease.owner, fence=lease.fence, expires_at_ms=expires)
 
-    def release(self, lease: LockLease) -> None:
+    def release(self, lease: LockLease, last_run: Mapping[str, Any] | None = None) -> None:
+        expression, values = "SET leaseExpiresAt = :zero REMOVE #owner", {":zero": {"N": "0"}}
+        if last_run is not None:
+            # The last run's summary lives on the lock item, where `donations status` reads it.
+            expression = "SET leaseExpiresAt = :zero, lastRun = :last REMOVE #owner"
+            values[":last"] = {"S": json.dumps(dict(last_run), sort_keys=True, default=str)}
         try:
-            self._conditional_update(lease, "SET leaseExpiresAt = :zero REMOVE #owner", {":zero": {"N": "0"}})
+            self._conditional_update(lease, expression, values)
         except ClientError as error:
             if _is_conditional_failure(error):
                 logger.warning("lock already taken over at release", fence=lease.fence)

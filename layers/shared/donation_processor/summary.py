@@ -19,6 +19,8 @@ class RunSummary:
     invalid: int = 0
     skipped: int = 0
     dead_letters_deferred: int = 0
+    overdue: int = 0
+    donor_events_failed: int = 0
     duration_ms: int = 0
     amount_by_currency: dict[str, int] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
@@ -44,6 +46,8 @@ class RunSummary:
             "invalid": self.invalid,
             "skipped": self.skipped,
             "deadLettersDeferred": self.dead_letters_deferred,
+            "overdue": self.overdue,
+            "donorEventsFailed": self.donor_events_failed,
             "durationMs": self.duration_ms,
             "amountByCurrency": dict(self.amount_by_currency),
         }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 
 import boto3
@@ -12,9 +13,11 @@ from botocore.config import Config
 from donation_processor.config import Settings
 from donation_processor.dead_letter_queue import SqsDeadLetters
 from donation_processor.donation_store import MongoDonationStore
+from donation_processor.donor_events import EventBridgeDonorEvents
 from donation_processor.engine import DonationEngine, EngineDependencies, utc_now
 from donation_processor.exceptions import SecretError
 from donation_processor.mongo_connection import get_database
+from donation_processor.pause_switch import SsmPauseSwitch
 from donation_processor.rate_limiter import RateLimiter
 from donation_processor.run_lock import DynamoDbRunLock
 from donation_processor.stripe_payments import StripePayments, build_stripe_client
@@ -65,4 +68,11 @@ def build_engine(
             settings.dead_letter_queue_url, client=boto3.client("sqs", config=AWS_CLIENT_CONFIG)
         ),
     )
+    if settings.pause_parameter_name:
+        dependencies = replace(dependencies, pause_switch=SsmPauseSwitch(settings.pause_parameter_name))
+    if settings.donor_event_bus_name:
+        events_client = boto3.client("events", config=AWS_CLIENT_CONFIG)
+        dependencies = replace(
+            dependencies, donor_events=EventBridgeDonorEvents(settings.donor_event_bus_name, events_client)
+        )
     return DonationEngine(settings, dependencies, clock=clock, sleep=sleep)
