@@ -277,3 +277,33 @@ def test_a_stale_run_cannot_overwrite_a_newer_runs_claim(services: LocalServices
     document = services.database["scheduled_donations"].find_one({"_id": donation_id})
     assert document is not None
     assert (document["claimedBy"], document["claimFence"]) == ("run-new", 2)
+
+
+def test_a_redriven_period_confirms_its_payment_intent_under_a_key_never_used_before(
+    services: LocalServices, clock: TestClock, make_engine: Callable[..., DonationEngine]
+) -> None:
+    # GIVEN a period whose two attempts were declined, so the schedule stopped (key attempt-2 was used)
+    [donation_id] = _seed(services, clock, 1, payment_method_id=GENERIC_DECLINE)
+    engine = make_engine(MAX_ATTEMPTS="2", DUNNING_SCHEDULE_DAYS="1")
+    engine.run(SCHEDULED, PLENTY_OF_TIME)
+    clock.advance(days=1, minutes=1)
+    engine.run(SCHEDULED, PLENTY_OF_TIME)
+    stopped = services.database["scheduled_donations"].find_one({"_id": donation_id})
+    assert stopped is not None
+    assert (stopped["status"], stopped["periodAttempts"]) == ("payment_failed", 2)
+
+    # WHEN the donor's card works again and an operator redrives it (attempts reset, same period and intent)
+    services.stripe.state.set_payment_method_behaviour(GENERIC_DECLINE, "succeeded")
+    services.database["scheduled_donations"].update_one(
+        {"_id": donation_id},
+        {"$set": {"status": "active", "attempts": 0, "nextRunAt": clock.now.replace(tzinfo=None)}},
+    )
+    summary = engine.run(SCHEDULED, PLENTY_OF_TIME)
+
+    # THEN the same PaymentIntent is charged once: the confirm key was a fresh one (attempt-3), not the
+    # attempt-2 key under which Stripe stored the earlier decline
+    assert summary.succeeded == 1
+    [charge] = services.stripe.state.charges()
+    assert charge.payment_intent_id == stopped["paymentIntentId"]
+    assert charge.idempotency_key is not None
+    assert charge.idempotency_key.endswith(":attempt-3")

@@ -194,7 +194,7 @@ class ChargeProcessor:
                 )
             )
         # A later attempt: the period keeps its one PaymentIntent, so it can never be paid twice.
-        key = confirm_key(donation.id, period, max(attempt, 2))
+        key = confirm_key(donation.id, period, max(donation.period_attempts + 1, 2))
         params = {"payment_method": donation.payment_method_id, "off_session": True}
         return self._payments.confirm_payment_intent(intent.payment_intent_id, params, key), key
 
@@ -367,7 +367,7 @@ class ChargeProcessor:
         key = (
             payment_intent_key(donation.id, period)
             if donation.payment_intent_id is None
-            else confirm_key(donation.id, period, max(attempt, 2))
+            else confirm_key(donation.id, period, max(donation.period_attempts + 1, 2))
         )
         intent_id = failure.payment_intent_id or donation.payment_intent_id
         self._store.record_charge(
@@ -397,6 +397,7 @@ class ChargeProcessor:
                 {
                     "nextRunAt": retry_at,
                     "attempts": attempt,
+                    "periodAttempts": donation.period_attempts + 1,
                     "periodStart": donation.period_start,
                     "paymentIntentId": intent_id,
                     "lastError": error,
@@ -442,6 +443,7 @@ class ChargeProcessor:
             "stopReason": f"{reason}:{failure.reason}",
             "stoppedAt": now,
             "attempts": attempt,
+            "periodAttempts": donation.period_attempts + 1,
             "periodStart": donation.period_start,
             "paymentIntentId": intent_id,
             "lastError": error,

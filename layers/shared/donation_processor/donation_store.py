@@ -169,6 +169,7 @@ class MongoDonationStore:
                     **_CLAIM_FIELDS,
                     "periodStart": "",
                     "periodFirstAttemptAt": "",
+                    "periodAttempts": "",
                     "paymentIntentId": "",
                     "lastError": "",
                 },

@@ -36,6 +36,9 @@ class ChargeableDonation:
     attempts: int
     payment_intent_id: str | None
     first_attempt_at: datetime | None = None
+    # Attempts made in this period in all, never reset by a redrive: it numbers the confirm keys, so a
+    # redriven period never re-sends a key Stripe stored a decline under.
+    period_attempts: int = 0
 
 
 class InvalidDonation(ValueError):
@@ -94,6 +97,13 @@ def validate(document: Mapping[str, Any]) -> ChargeableDonation:
     attempts = document.get("attempts", 0)
     if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 0:
         raise InvalidDonation("attempts must be a non-negative integer")
+    period_attempts = document.get("periodAttempts", attempts)
+    if (
+        isinstance(period_attempts, bool)
+        or not isinstance(period_attempts, int)
+        or period_attempts < attempts
+    ):
+        raise InvalidDonation("periodAttempts must be an integer no smaller than attempts")
     anchor_day = document.get("anchorDay", period_start.day)
     if isinstance(anchor_day, bool) or not isinstance(anchor_day, int) or not 1 <= anchor_day <= 31:
         raise InvalidDonation("anchorDay must be a day of the month (1-31)")
@@ -115,4 +125,5 @@ def validate(document: Mapping[str, Any]) -> ChargeableDonation:
         attempts=attempts,
         payment_intent_id=payment_intent_id,
         first_attempt_at=first_attempt_at,
+        period_attempts=period_attempts,
     )
