@@ -1,0 +1,154 @@
+"""Write events/donor/*.json: one real donor-facing event of each type, captured from a local run.
+
+The samples are what the job really published (through EventBridge on moto, delivered to an SQS queue),
+with ids replaced by stable placeholders so the files do not change from run to run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+from donation_processor.donor_events import DETAIL_TYPES, SOURCE
+from harness.aws_local import client_kwargs
+from harness.local_services import LocalServices, start_local_services
+from harness.seed import (
+    AUTHENTICATION_REQUIRED,
+    INSUFFICIENT_FUNDS,
+    STOLEN_CARD,
+    SUCCEEDS,
+    scheduled_donation,
+)
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+TARGET = PROJECT_ROOT / "events" / "donor"
+
+
+@dataclass
+class EventSink:
+    """An EventBridge bus whose every event lands on an SQS queue, so a run's events can be read back."""
+
+    bus_name: str
+    queue_url: str
+    endpoint_url: str
+
+    def drain(self) -> list[dict[str, Any]]:
+        sqs = boto3.client("sqs", **client_kwargs(self.endpoint_url))
+        events: list[dict[str, Any]] = []
+        while batch := sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10).get("Messages"):
+            for message in batch:
+                events.append(json.loads(message["Body"]))
+                sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
+        return events
+
+
+def create_event_sink(endpoint_url: str, bus_name: str) -> EventSink:
+    events = boto3.client("events", **client_kwargs(endpoint_url))
+    sqs = boto3.client("sqs", **client_kwargs(endpoint_url))
+    events.create_event_bus(Name=bus_name)
+    queue_url = sqs.create_queue(QueueName=f"{bus_name}-sink")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    events.put_rule(
+        Name=f"{bus_name}-all", EventBusName=bus_name, EventPattern=json.dumps({"source": [SOURCE]})
+    )
+    events.put_targets(Rule=f"{bus_name}-all", EventBusName=bus_name, Targets=[{"Id": "sink", "Arn": arn}])
+    return EventSink(bus_name, queue_url, endpoint_url)
+
+
+def seed_one_of_each(services: LocalServices) -> None:
+    now = datetime.now(UTC) - timedelta(hours=1)
+    documents = [
+        scheduled_donation(
+            customer_id=services.stripe.state.create_customer(), next_run_at=now, payment_method_id=pm
+        )
+        for pm in (SUCCEEDS, INSUFFICIENT_FUNDS, STOLEN_CARD, AUTHENTICATION_REQUIRED)
+    ]
+    # A soft decline on its last attempt, so the "schedule stopped" event appears too.
+    documents.append(
+        scheduled_donation(
+            customer_id=services.stripe.state.create_customer(),
+            next_run_at=now,
+            payment_method_id=INSUFFICIENT_FUNDS,
+            attempts=3,
+        )
+    )
+    services.database["scheduled_donations"].insert_many(documents)
+
+
+_PLACEHOLDERS = [
+    (re.compile(r"\b[0-9a-f]{24}\b"), "65f1c0ffee0000000000a001"),
+    (re.compile(r"\bdonor_[0-9a-f]{24}\b"), "donor_65f1c0ffee0000000000d001"),
+    (re.compile(r"\bpi_[A-Za-z0-9]+\b"), "pi_3SampleSampleSample"),
+    (re.compile(r"\brun-[0-9a-f]{16}\b"), "run-0123456789abcdef"),
+    (re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(\+00:00|Z)"), "2026-11-29T10:00:00+00:00"),
+    (re.compile(r"\b\d{4}-\d{2}-\d{2}\b"), "2026-11-29"),
+    (
+        re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b"),
+        "00000000-0000-0000-0000-000000000000",
+    ),
+]
+
+
+def stable(event: dict[str, Any]) -> dict[str, Any]:
+    text = json.dumps(event, sort_keys=True)
+    for pattern, replacement in _PLACEHOLDERS:
+        text = pattern.sub(replacement, text)
+    stabilised: dict[str, Any] = json.loads(text)
+    return stabilised
+
+
+def file_name(detail_type: str) -> str:
+    return detail_type.lower().replace(" ", "-") + ".json"
+
+
+def capture() -> dict[str, dict[str, Any]]:
+    with start_local_services() as services:
+        sink = create_event_sink(services.moto.endpoint_url, "donor-events-samples")
+        os.environ.update(
+            services.environment(DONOR_EVENT_BUS_NAME=sink.bus_name, POWERTOOLS_LOG_LEVEL="ERROR")
+        )
+        seed_one_of_each(services)
+        import app
+
+        class Context:
+            function_name = "ScheduledDonationsFunction"
+            memory_limit_in_mb = 512
+            aws_request_id = "samples"
+            invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:ScheduledDonationsFunction"
+
+            def get_remaining_time_in_millis(self) -> int:
+                return 900_000
+
+        app.lambda_handler(json.loads((PROJECT_ROOT / "events" / "scheduled.json").read_text()), Context())
+        time.sleep(0.2)
+        captured: dict[str, dict[str, Any]] = {}
+        for event in sink.drain():
+            captured.setdefault(event["detail-type"], stable(event))
+        return captured
+
+
+def main() -> int:
+    captured = capture()
+    missing = [detail_type for detail_type in DETAIL_TYPES if detail_type not in captured]
+    if missing:
+        print(f"no event captured for: {missing}", file=sys.stderr)
+        return 1
+    TARGET.mkdir(parents=True, exist_ok=True)
+    for detail_type in DETAIL_TYPES:
+        path = TARGET / file_name(detail_type)
+        path.write_text(json.dumps(captured[detail_type], indent=2, sort_keys=True) + "\n")
+        print(f"wrote {path.relative_to(PROJECT_ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
