@@ -19,7 +19,7 @@ from typing import Any
 import boto3
 
 from donation_processor.donor_events import DETAIL_TYPES, SOURCE
-from harness.aws_local import client_kwargs
+from harness.aws_local import DUMMY_ACCESS_KEY_ID, DUMMY_SECRET_ACCESS_KEY, REGION, sqs_client
 from harness.local_services import LocalServices, start_local_services
 from harness.seed import (
     AUTHENTICATION_REQUIRED,
@@ -42,7 +42,7 @@ class EventSink:
     endpoint_url: str
 
     def drain(self) -> list[dict[str, Any]]:
-        sqs = boto3.client("sqs", **client_kwargs(self.endpoint_url))
+        sqs = sqs_client(self.endpoint_url)
         events: list[dict[str, Any]] = []
         while batch := sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10).get("Messages"):
             for message in batch:
@@ -52,8 +52,14 @@ class EventSink:
 
 
 def create_event_sink(endpoint_url: str, bus_name: str) -> EventSink:
-    events = boto3.client("events", **client_kwargs(endpoint_url))
-    sqs = boto3.client("sqs", **client_kwargs(endpoint_url))
+    events = boto3.client(
+        "events",
+        endpoint_url=endpoint_url,
+        region_name=REGION,
+        aws_access_key_id=DUMMY_ACCESS_KEY_ID,
+        aws_secret_access_key=DUMMY_SECRET_ACCESS_KEY,
+    )
+    sqs = sqs_client(endpoint_url)
     events.create_event_bus(Name=bus_name)
     queue_url = sqs.create_queue(QueueName=f"{bus_name}-sink")["QueueUrl"]
     arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
