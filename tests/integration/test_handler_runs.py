@@ -391,12 +391,18 @@ def test_every_custom_metric_alarm_watches_a_metric_the_handler_really_emits(
 ) -> None:
     # GIVEN the alarms of template.yaml that watch the job's own namespace
     template = load_template("template.yaml")
-    watched = {
-        resource["Properties"]["MetricName"]
-        for resource in template["Resources"].values()
-        if resource["Type"] == "AWS::CloudWatch::Alarm"
-        and resource["Properties"]["Namespace"] == {"Ref": "MetricsNamespace"}
-    }
+    watched: set[str] = set()
+    for resource in template["Resources"].values():
+        if resource["Type"] != "AWS::CloudWatch::Alarm":
+            continue
+        properties = resource["Properties"]
+        # A plain alarm names one metric; a metric-math alarm lists its inputs under Metrics.
+        stats = [properties] + [
+            query["MetricStat"]["Metric"] for query in properties.get("Metrics", []) if "MetricStat" in query
+        ]
+        for metric in stats:
+            if metric.get("Namespace") == {"Ref": "MetricsNamespace"}:
+                watched.add(metric["MetricName"])
     _seed(handler_env)
 
     # WHEN the handler runs once, and once more while another run holds the lock

@@ -2,9 +2,10 @@
 
 tests/template checks the function's inline statements; these tests close the gaps around them: the service
 of each action matches the resource it is granted on, the secret-name parameters cannot smuggle a wildcard
-into the secret ARNs, the role SAM generates adds nothing but the two AWS managed policies SAM always
-attaches, the schedule's invoke permission is tied to this stack's rule, and the topic key's policy trusts
-only this account.
+into the secret ARNs, the pause switch's ARN names exactly the stack's one parameter, the role SAM generates
+adds nothing but the two AWS managed policies SAM always attaches, the schedule's invoke permission is tied
+to this stack's rule, the donor event bus carries no resource policy, and the topic key's policy trusts only
+this account.
 """
 
 from __future__ import annotations
@@ -22,10 +23,20 @@ from harness.aws_local import load_template
 ROOT = Path(__file__).resolve().parents[2]
 FUNCTION = "ScheduledDonationsFunction"
 # The resource types of this stack a statement may name, and the only service whose actions fit each.
-SERVICE_OF_TYPE = {"AWS::DynamoDB::Table": "dynamodb", "AWS::SQS::Queue": "sqs"}
+SERVICE_OF_TYPE = {
+    "AWS::DynamoDB::Table": "dynamodb",
+    "AWS::SQS::Queue": "sqs",
+    "AWS::Events::EventBus": "events",
+    "AWS::SSM::Parameter": "ssm",
+}
 SECRET_ARN = re.compile(
     r"^arn:\$\{AWS::Partition\}:secretsmanager:\$\{AWS::Region\}:\$\{AWS::AccountId\}:secret:"
     r"\$\{(?P<parameter>[A-Za-z0-9]+)\}-\?{6}$"
+)
+# An SSM parameter's ARN from its name (Ref); GetAtt cannot give it, and the name starts with "/".
+PARAMETER_ARN = re.compile(
+    r"^arn:\$\{AWS::Partition\}:ssm:\$\{AWS::Region\}:\$\{AWS::AccountId\}:parameter"
+    r"\$\{(?P<resource>[A-Za-z0-9]+)\}$"
 )
 # Resource types that carry a grant of their own (resource policies, roles, users, invoke permissions).
 GRANTING_TYPES = re.compile(
@@ -88,6 +99,11 @@ def test_each_statement_acts_only_on_this_stacks_resources_of_its_own_service(
                 logical_id, attribute = resource["Fn::GetAtt"]
                 assert attribute == "Arn", f"{sid}: {logical_id}.{attribute} is not an ARN"
                 expected = SERVICE_OF_TYPE.get(resources[logical_id]["Type"])
+            elif isinstance(resource, dict) and (
+                parameter := PARAMETER_ARN.match(resource.get("Fn::Sub", ""))
+            ):
+                expected = SERVICE_OF_TYPE.get(resources[parameter["resource"]]["Type"])
+                assert expected == "ssm", f"{sid}: {parameter['resource']} is not an SSM parameter"
             else:
                 assert isinstance(resource, dict), f"{sid}: literal resource {resource!r}"
                 assert SECRET_ARN.match(resource.get("Fn::Sub", "")), f"{sid}: unexpected {resource!r}"
@@ -110,6 +126,24 @@ def test_secret_name_parameters_cannot_widen_the_secret_arns(
         assert not allowed.fullmatch(value), f"{parameter} accepts {value!r}"
 
 
+def test_the_pause_parameter_arn_names_exactly_the_stacks_one_parameter(template: dict[str, Any]) -> None:
+    # Given the SSM parameters the function's statements name
+    resources = template["Resources"]
+    named = [
+        parameter["resource"]
+        for statement in inline_statements(template)
+        for resource in as_list(statement["Resource"])
+        if isinstance(resource, dict) and (parameter := PARAMETER_ARN.match(resource.get("Fn::Sub", "")))
+    ]
+    assert named == ["PauseParameter"]
+    # Then its name is fixed by the template: "/", the stack name (letters, digits, hyphens) and a literal
+    # suffix, so "arn:...:parameter" + name can match no other parameter (no wildcard, no prefix match)
+    name = resources["PauseParameter"]["Properties"]["Name"]
+    assert name == {"Fn::Sub": "/${AWS::StackName}/charging"}
+    assert "*" not in name["Fn::Sub"]
+    assert "?" not in name["Fn::Sub"]
+
+
 def test_the_only_granting_resources_are_the_topic_key_and_what_sam_generates(
     template: dict[str, Any],
 ) -> None:
@@ -121,6 +155,11 @@ def test_the_only_granting_resources_are_the_topic_key_and_what_sam_generates(
     }
     # Then no role, user, resource policy or invoke permission is declared besides the topic key
     assert granting == {"AlarmTopicKey"}
+    # And no event bus carries an inline resource policy (EventBus.Policy grants like an EventBusPolicy)
+    buses = [value for value in template["Resources"].values() if value["Type"] == "AWS::Events::EventBus"]
+    assert buses
+    for bus in buses:
+        assert "Policy" not in bus["Properties"]
     # And the function's role is the one SAM derives from its inline policies, with no boundary or role of
     # its own that would bring other statements
     properties = template["Resources"][FUNCTION]["Properties"]

@@ -22,6 +22,12 @@ SECRET_ARN = re.compile(
     r"^arn:\$\{AWS::Partition\}:secretsmanager:\$\{AWS::Region\}:\$\{AWS::AccountId\}:secret:"
     r"\$\{(?P<parameter>[A-Za-z0-9]+)\}-\?{6}$"
 )
+# The ARN of an SSM parameter of this stack, built from its name (Ref), which starts with "/".
+PARAMETER_ARN = re.compile(
+    r"^arn:\$\{AWS::Partition\}:ssm:\$\{AWS::Region\}:\$\{AWS::AccountId\}:parameter"
+    r"\$\{(?P<resource>[A-Za-z0-9]+)\}$"
+)
+RUNBOOK_LINK = re.compile(r"Runbook: docs/RUNBOOK\.md#(?P<anchor>[a-z0-9-]+)$")
 # Parameter-backed settings of the function: env var -> (parameter, default CloudFormation must use).
 PARAMETER_SETTINGS: dict[str, tuple[str, object]] = {
     "MONGODB_SECRET_NAME": ("MongoDbSecretName", "scheduled-donations/mongodb-uri"),
@@ -34,6 +40,7 @@ PARAMETER_SETTINGS: dict[str, tuple[str, object]] = {
     "DUNNING_SCHEDULE_DAYS": ("DunningScheduleDays", "1,3,7"),
     "TIME_MARGIN_SECONDS": ("TimeMarginSeconds", 90),
     "CIRCUIT_BREAKER_THRESHOLD": ("CircuitBreakerThreshold", 5),
+    "OVERDUE_AFTER_HOURS": ("OverdueAfterHours", 24),
 }
 LOCAL_ONLY_VARIABLES = ("MONGODB_URI", "STRIPE_SECRET_KEY", "STRIPE_API_BASE", "AWS_ENDPOINT_URL")
 
@@ -77,6 +84,13 @@ def as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
+def watched_metrics(properties: dict[str, Any]) -> list[dict[str, Any]]:
+    """The metrics an alarm reads: its single metric, or each MetricStat of its metric math."""
+    if "Metrics" in properties:
+        return [query["MetricStat"]["Metric"] for query in properties["Metrics"] if "MetricStat" in query]
+    return [{key: properties[key] for key in ("Namespace", "MetricName", "Dimensions")}]
+
+
 # ---------------------------------------------------------------------------------------------------------
 # alarms
 # ---------------------------------------------------------------------------------------------------------
@@ -85,22 +99,27 @@ def as_list(value: Any) -> list[Any]:
 def test_custom_metric_alarms_watch_only_emitted_metrics_with_the_service_dimension(
     template: dict[str, Any],
 ) -> None:
-    # Given every alarm in the template
+    # Given every metric every alarm reads (single-metric alarms and metric-math alarms alike)
     alarms = resources_of_type(template, "AWS::CloudWatch::Alarm")
-    custom = {
-        logical_id: alarm["Properties"]
+    watched = [
+        (logical_id, metric)
         for logical_id, alarm in alarms.items()
-        if alarm["Properties"]["Namespace"] == {"Ref": "MetricsNamespace"}
-    }
-    # Then every alarm is either on the job's own namespace or on an AWS/ service namespace
-    for logical_id, alarm in alarms.items():
-        namespace = alarm["Properties"]["Namespace"]
-        assert logical_id in custom or str(namespace).startswith("AWS/"), f"{logical_id}: {namespace!r}"
-    # And each custom-metric alarm watches a metric the job emits, with the service dimension Powertools adds
+        for metric in watched_metrics(alarm["Properties"])
+    ]
+    custom = [
+        (logical_id, metric)
+        for logical_id, metric in watched
+        if metric["Namespace"] == {"Ref": "MetricsNamespace"}
+    ]
+    # Then every metric is either in the job's own namespace or in an AWS/ service namespace
+    for logical_id, metric in watched:
+        namespace = metric["Namespace"]
+        assert namespace == {"Ref": "MetricsNamespace"} or str(namespace).startswith("AWS/"), logical_id
+    # And each custom metric is one the job emits, with the service dimension Powertools adds
     assert custom, "no alarm watches the job's own metrics"
-    for logical_id, properties in custom.items():
-        assert properties["MetricName"] in ALL_METRICS, f"{logical_id} watches a metric nobody emits"
-        assert properties["Dimensions"] == [{"Name": "service", "Value": service_name(template)}], logical_id
+    for logical_id, metric in custom:
+        assert metric["MetricName"] in ALL_METRICS, f"{logical_id} watches a metric nobody emits"
+        assert metric["Dimensions"] == [{"Name": "service", "Value": service_name(template)}], logical_id
 
 
 @pytest.mark.parametrize(
@@ -114,39 +133,52 @@ def test_custom_metric_alarms_watch_only_emitted_metrics_with_the_service_dimens
         ("CircuitOpenedAlarm", "CircuitOpened", AT_LEAST, 1),
         ("DeadLettersDeferredAlarm", "DeadLettersDeferred", AT_LEAST, 1),
         ("LockContendedAlarm", "LockContended", AT_LEAST, 1),
+        ("DeadLetterQueueOldestMessageAlarm", "ApproximateAgeOfOldestMessage", ABOVE, 86400),
+        ("FunctionThrottlesAlarm", "Throttles", AT_LEAST, 1),
+        ("DurationNearTimeoutAlarm", "Duration", ABOVE, 720000),
+        ("DonationsOverdueAlarm", "DonationsOverdue", AT_LEAST, 1),
+        ("DonorEventsFailedAlarm", "DonorEventsFailed", AT_LEAST, 1),
     ],
 )
 def test_required_alarm_watches_its_metric(
     template: dict[str, Any], logical_id: str, metric: str, comparison: str, threshold: object
 ) -> None:
-    # Given the alarm the runbook (README "Alarms") documents
+    # Given the alarm the runbook (docs/RUNBOOK.md) documents
     resource = template["Resources"].get(logical_id)
     assert resource is not None, f"{logical_id} is missing"
     properties = resource["Properties"]
-    # Then it fires on the documented condition and says where it is explained
+    # Then it fires on the documented condition and ends with a link to its own runbook section
     assert resource["Type"] == "AWS::CloudWatch::Alarm"
     assert properties["MetricName"] == metric
     assert properties["ComparisonOperator"] == comparison
     assert properties["Threshold"] == threshold
-    assert 'README section "Alarms"' in properties["AlarmDescription"]
+    link = RUNBOOK_LINK.search(properties["AlarmDescription"])
+    assert link, f"{logical_id} does not end with its runbook link"
+    assert link["anchor"] == logical_id.lower()
 
 
 def test_aws_metric_alarms_are_dimensioned_on_this_stacks_resources(template: dict[str, Any]) -> None:
     # Given the alarms on AWS service metrics
-    queue = template["Resources"]["DeadLetterQueueNotEmptyAlarm"]["Properties"]
-    errors = template["Resources"]["FunctionErrorsAlarm"]["Properties"]
-    # Then they watch this stack's queue and function, not an account-wide aggregate
-    assert queue["Namespace"] == "AWS/SQS"
-    queue_name = {"Fn::GetAtt": ["DeadLetterQueue", "QueueName"]}
-    assert queue["Dimensions"] == [{"Name": "QueueName", "Value": queue_name}]
-    assert errors["Namespace"] == "AWS/Lambda"
-    assert errors["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": FUNCTION}}]
+    expected_dimensions = {
+        "AWS/SQS": [{"Name": "QueueName", "Value": {"Fn::GetAtt": ["DeadLetterQueue", "QueueName"]}}],
+        "AWS/Lambda": [{"Name": "FunctionName", "Value": {"Ref": FUNCTION}}],
+    }
+    watched = {
+        logical_id: metric
+        for logical_id, alarm in resources_of_type(template, "AWS::CloudWatch::Alarm").items()
+        for metric in watched_metrics(alarm["Properties"])
+        if str(metric["Namespace"]).startswith("AWS/")
+    }
+    assert {metric["Namespace"] for metric in watched.values()} == set(expected_dimensions)
+    # Then each watches this stack's queue or function, not an account-wide aggregate
+    for logical_id, metric in watched.items():
+        assert metric["Dimensions"] == expected_dimensions[metric["Namespace"]], logical_id
 
 
 def test_every_alarm_notifies_the_alarm_topic_on_alarm_and_on_recovery(template: dict[str, Any]) -> None:
     # Given every alarm
     alarms = resources_of_type(template, "AWS::CloudWatch::Alarm")
-    assert len(alarms) >= 8
+    assert len(alarms) >= 14
     for logical_id, alarm in alarms.items():
         properties = alarm["Properties"]
         # Then both transitions reach the topic operators subscribe to
@@ -157,11 +189,14 @@ def test_every_alarm_notifies_the_alarm_topic_on_alarm_and_on_recovery(template:
 def test_only_the_heartbeat_alarm_treats_missing_data_as_breaching(template: dict[str, Any]) -> None:
     # Given every alarm
     alarms = resources_of_type(template, "AWS::CloudWatch::Alarm")
+    special = {"RunMissingAlarm": "breaching", "DonationsOverdueAlarm": "ignore"}
+    assert set(special) <= set(alarms)
     for logical_id, alarm in alarms.items():
         treat = alarm["Properties"].get("TreatMissingData")
-        # Then silence means "no run" for RunMissingAlarm, and "nothing happened" for every other alarm
-        expected = "breaching" if logical_id == "RunMissingAlarm" else "notBreaching"
-        assert treat == expected, logical_id
+        # Then silence means "no run" for RunMissingAlarm; for the DonationsOverdue gauge, which only runs
+        # that looked at the queue report, it keeps the last state; for every other alarm it means "nothing
+        # happened"
+        assert treat == special.get(logical_id, "notBreaching"), logical_id
 
 
 def test_heartbeat_alarms_span_three_schedule_sized_periods(template: dict[str, Any]) -> None:
@@ -206,6 +241,11 @@ def test_function_policies_name_only_resources_of_this_stack(template: dict[str,
                 assert resource["Fn::GetAtt"][1] == "Arn"
             elif "Ref" in resource:
                 assert resource["Ref"] in resources
+            elif parameter_arn := PARAMETER_ARN.match(resource.get("Fn::Sub", "")):
+                # the ARN of an SSM parameter of this stack, named with a leading "/"
+                parameter = resources[parameter_arn["resource"]]
+                assert parameter["Type"] == "AWS::SSM::Parameter"
+                assert parameter["Properties"]["Name"]["Fn::Sub"].startswith("/")
             else:
                 match = SECRET_ARN.match(resource.get("Fn::Sub", ""))
                 assert match, f"unexpected resource {resource!r}"
@@ -226,9 +266,15 @@ def test_function_gets_item_level_lock_access_and_send_only_queue_access(templat
             by_resource.setdefault(key, set()).update(as_list(statement["Action"]))
     lock = by_resource[json.dumps({"Fn::GetAtt": ["LockTable", "Arn"]}, sort_keys=True)]
     queue = by_resource[json.dumps({"Fn::GetAtt": ["DeadLetterQueue", "Arn"]}, sort_keys=True)]
+    pause_arn = "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter${PauseParameter}"
+    pause = by_resource[json.dumps({"Fn::Sub": pause_arn}, sort_keys=True)]
+    bus = by_resource[json.dumps({"Fn::GetAtt": ["DonorEventBus", "Arn"]}, sort_keys=True)]
     # Then the lock table allows no Scan/Query/Batch* and the queue cannot be read or purged
     assert lock == {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"}
     assert queue == {"sqs:SendMessage", "sqs:GetQueueAttributes"}
+    # And the pause switch can only be read (not switched) and the bus only written to
+    assert pause == {"ssm:GetParameter"}
+    assert bus == {"events:PutEvents"}
     secret_actions = {
         action for key, actions in by_resource.items() if "secretsmanager" in key for action in actions
     }
@@ -345,6 +391,8 @@ def test_function_environment_is_wired_to_parameters_and_resources(template: dic
     # Then resources and parameters feed it
     assert variables["LOCK_TABLE_NAME"] == {"Ref": "LockTable"}
     assert variables["DEAD_LETTER_QUEUE_URL"] == {"Ref": "DeadLetterQueue"}
+    assert variables["PAUSE_PARAMETER_NAME"] == {"Ref": "PauseParameter"}
+    assert variables["DONOR_EVENT_BUS_NAME"] == {"Ref": "DonorEventBus"}
     for name, (parameter, default) in PARAMETER_SETTINGS.items():
         assert variables[name] == {"Ref": parameter}, name
         assert parameters[parameter]["Default"] == default, parameter
@@ -369,6 +417,7 @@ def test_parameter_defaults_are_settings_the_function_accepts(template: dict[str
     assert settings.stripe_max_rps == 80
     assert settings.dunning_schedule_days == (1, 3, 7)
     assert settings.stripe_secret_name == "scheduled-donations/stripe-secret-key"
+    assert settings.overdue_after_hours == 24
 
 
 def test_outputs_expose_what_operators_need(template: dict[str, Any]) -> None:
@@ -384,6 +433,10 @@ def test_outputs_expose_what_operators_need(template: dict[str, Any]) -> None:
         {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]},
         {"Ref": "AlarmTopic"},
         {"Ref": "SharedLayer"},
+        {"Ref": "PauseParameter"},
+        {"Ref": "DonorEventBus"},
+        {"Fn::GetAtt": ["DonorEventBus", "Arn"]},
+        {"Ref": "Dashboard"},
     ):
         assert json.dumps(expected, sort_keys=True) in values, expected
 
