@@ -45,6 +45,8 @@ $(STAMP): requirements-dev.txt layers/shared/requirements.txt
 	$(PYTHON313) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements-dev.txt
+	# The project itself (editable): puts the `donations` operator CLI in $(BIN).
+	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -48,10 +48,19 @@ def test_concurrent_containers_charge_each_period_once_and_the_losers_skip(
 ) -> None:
     # GIVEN 40 due donations, a slow Stripe, and six warm containers (separate engines and clients)
     original = _seed(services, clock.now, 40)
-    services.stripe.state.set_latency(20)
-    env = services.environment()
+    # Slow enough (40 charges, 4 at a time, 100 ms each: about 1 s) that every contender arrives while the
+    # winner still holds the lock, even on a loaded machine.
+    services.stripe.state.set_latency(100)
+    env = services.environment(MAX_CONCURRENCY="4")
+    saved = dict(os.environ)
     os.environ.update(env)
-    engines: list[DonationEngine] = [build_engine(load_settings(env), clock=clock) for _ in range(CONTENDERS)]
+    try:
+        engines: list[DonationEngine] = [
+            build_engine(load_settings(env), clock=clock) for _ in range(CONTENDERS)
+        ]
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
     barrier = threading.Barrier(CONTENDERS)
     summaries: list[RunSummary] = []
 

@@ -40,7 +40,8 @@ def build_letter(
 ) -> dict[str, Any]:
     """The dead letter's JSON body. Ids, amounts and error details only: no card data, no names, no e-mail."""
     return {
-        "deadLetterId": f"{donation_id}:{period or 'no-period'}:{reason}",
+        # Unique per failure (the run that met it), stable across re-sends of the same parked letter.
+        "deadLetterId": f"{donation_id}:{period or 'no-period'}:{reason}:{run_id}",
         "reason": reason,
         "scheduledDonationId": donation_id,
         "donorId": plain_value(document.get("donorId")),

@@ -1,0 +1,111 @@
+"""`donations`: the operator CLI. Exit codes: 0 ok, 1 operational failure, 2 usage or configuration error."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from typing import TextIO
+
+from donations_cli.commands import pause, redrive, seed, status
+from donations_cli.config import load_cli_config
+from donations_cli.connections import Connections, describe_stack
+from donations_cli.errors import EXIT_USAGE, CliError
+
+Command = Callable[[argparse.Namespace, Connections, TextIO, TextIO], int]
+
+DESCRIPTION = """\
+Operate the scheduled-donations job against AWS and MongoDB, or the local harness.
+
+Configuration: the function's environment variables. MONGODB_URI or MONGODB_SECRET_NAME,
+MONGODB_DATABASE, LOCK_TABLE_NAME, LOCK_NAME, DEAD_LETTER_QUEUE_URL, PAUSE_PARAMETER_NAME,
+OVERDUE_AFTER_HOURS, and AWS_ENDPOINT_URL for moto. With --stack NAME, whatever the
+environment leaves unset comes from the stack's outputs (LockTableName, DeadLetterQueueUrl,
+PauseParameterName) and parameters (MongoDbSecretName, MongoDbDatabase). Secrets are never printed.
+"""
+
+EPILOG = "exit codes: 0 ok, 1 operational failure, 2 usage or configuration error"
+
+
+def _common_options(suppress: bool) -> argparse.ArgumentParser:
+    """Options accepted before or after the subcommand; the subcommand copies default to SUPPRESS so a
+    value given before it is not overwritten."""
+    parser = argparse.ArgumentParser(add_help=False)
+    default = argparse.SUPPRESS if suppress else None
+    parser.add_argument(
+        "--stack", default=default, metavar="NAME", help="read resource names from this stack"
+    )
+    parser.add_argument("--profile", default=default, help="AWS named profile")
+    parser.add_argument("--region", default=default, help="AWS region")
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="donations",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        parents=[_common_options(suppress=False)],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    subcommands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    common = _common_options(suppress=True)
+    progress = argparse.ArgumentParser(add_help=False)
+    progress.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bar on stderr (default: only when stderr is a terminal)",
+    )
+    entries: list[tuple[str, str, Callable[[argparse.ArgumentParser], None], Command, bool]] = [
+        ("seed", "insert N due scheduled donations (test data)", seed.add_arguments, seed.run, True),
+        ("status", "due, overdue, past-due, invalid, DLQ depth, pause switch, last run", status.add_arguments,
+         status.run, False),
+        ("redrive", "retry dead-lettered donations for the same period (dry run unless --yes)",
+         redrive.add_arguments, redrive.run, True),
+        ("pause", "set the kill switch: runs charge nothing", pause.add_arguments, pause.run_pause, False),
+        ("resume", "clear the kill switch", pause.add_arguments, pause.run_resume, False),
+    ]  # fmt: skip
+    for name, summary, add_arguments, run, with_progress in entries:
+        parents = [common, progress] if with_progress else [common]
+        sub = subcommands.add_parser(
+            name, help=summary, description=(sys.modules[run.__module__].__doc__ or summary), parents=parents,
+            formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
+        )  # fmt: skip
+        add_arguments(sub)
+        sub.set_defaults(run=run)
+    return parser
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+) -> int:
+    out = out or sys.stdout
+    err = err or sys.stderr
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as stop:  # --help (0) or a usage error (2, already printed by argparse)
+        return stop.code if isinstance(stop.code, int) else EXIT_USAGE
+    try:
+        stack = describe_stack(args.stack, profile=args.profile, region=args.region) if args.stack else None
+        config = load_cli_config(os.environ if env is None else env, stack)
+        connections = Connections(config, profile=args.profile, region=args.region)
+        code: int = args.run(args, connections, out, err)
+        return code
+    except CliError as error:
+        out.flush()
+        err.write(f"donations {args.command}: error: {error}\n")
+        return error.exit_code
+    except KeyboardInterrupt:
+        err.write(f"donations {args.command}: interrupted\n")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

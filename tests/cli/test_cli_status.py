@@ -1,0 +1,190 @@
+"""`donations status` against moto and mongomock: counts, queue depth, pause switch, last run."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import boto3
+import pytest
+from cli_support import donations, insert_donation, point_cli_at, run_engine, send_raw
+
+from donation_processor.engine import DonationEngine
+from harness.aws_local import client_kwargs
+from harness.local_services import LocalServices
+from harness.seed import STOLEN_CARD
+
+
+def _pause_parameter(services: LocalServices, value: str | None) -> str:
+    name = f"/scheduled-donations-cli-test/{uuid.uuid4().hex[:8]}/charging"
+    if value is not None:
+        boto3.client("ssm", **client_kwargs(services.moto.endpoint_url)).put_parameter(
+            Name=name, Value=value, Type="String"
+        )
+    return name
+
+
+def _status(capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
+    result = donations(capsys, "status", "--json")
+    assert result.code == 0, result.err
+    report: dict[str, Any] = json.loads(result.out)
+    return report
+
+
+def test_status_counts_each_category(
+    services: LocalServices, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # GIVEN one database with a known number of donations in each state, two letters on the queue and
+    # a pause switch that says running
+    point_cli_at(services, monkeypatch, PAUSE_PARAMETER_NAME=_pause_parameter(services, "running"))
+    now = datetime.now(UTC)
+    for _ in range(2):
+        insert_donation(services, next_run_at=now - timedelta(hours=1))  # due
+    insert_donation(services, next_run_at=now - timedelta(hours=30))  # due and overdue
+    insert_donation(services, next_run_at=now + timedelta(days=2), attempts=2)  # past due, retry later
+    insert_donation(services, next_run_at=now + timedelta(days=1))  # active, not due
+    for _ in range(2):
+        insert_donation(services, status="invalid", invalidReason="amount")
+    insert_donation(services, status="payment_failed", pendingDeadLetter={"deadLetterId": "x:2026-01-01:y"})
+    insert_donation(  # due, and claimed by a run right now
+        services, next_run_at=now - timedelta(hours=2), claimExpiresAt=now + timedelta(minutes=10)
+    )
+    send_raw(services, "{}")
+    send_raw(services, "{}")
+
+    # WHEN the operator asks for the status
+    report = _status(capsys)
+    table = donations(capsys, "status")
+
+    # THEN each category has its count, and the queue depth and the switch are shown
+    assert report["donations"] == {
+        "dueNow": 4,
+        "overdue": 1,
+        "pastDue": 1,
+        "invalid": 2,
+        "stopped": 1,
+        "claimedNow": 1,
+        "parkedDeadLetters": 1,
+        "active": 6,
+    }
+    assert report["deadLetterQueue"]["messages"] == 2
+    assert report["pauseSwitch"]["state"] == "running"
+    assert report["lastRun"]["summary"] is None
+    assert table.code == 0
+    assert f"  {'due now':<44} {4:>10}\n" in table.out
+    assert f"  {'overdue (> 24 h)':<44} {1:>10}\n" in table.out
+    assert f"  {'messages waiting':<44} {2:>10}\n" in table.out
+    assert "no run has finished yet" in table.out
+
+
+def test_status_shows_the_last_run_and_the_dead_letter_it_left(
+    services: LocalServices,
+    make_engine: Callable[..., DonationEngine],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # GIVEN a real run that charged two donations and dead-lettered a stolen card
+    point_cli_at(services, monkeypatch)
+    insert_donation(services)
+    insert_donation(services)
+    insert_donation(services, payment_method_id=STOLEN_CARD)
+    summary = run_engine(make_engine())
+    assert (summary.succeeded, summary.dead_lettered) == (2, 1)
+
+    # WHEN the operator asks for the status
+    report = _status(capsys)
+    table = donations(capsys, "status")
+
+    # THEN the last run's summary (from the lock item) and the queue depth are there; the lock is free
+    last = report["lastRun"]
+    assert last["summary"]["runId"] == summary.run_id
+    assert (last["summary"]["succeeded"], last["summary"]["deadLettered"]) == (2, 1)
+    assert isinstance(last["fence"], int)
+    assert last["fence"] > 0
+    assert last["leaseLive"] is False
+    assert report["deadLetterQueue"]["messages"] == 1
+    assert report["donations"]["stopped"] == 1
+    assert report["donations"]["dueNow"] == 0
+    assert report["pauseSwitch"]["state"] == "not configured"
+    assert summary.run_id in table.out
+    assert "free" in table.out
+
+
+def test_a_missing_pause_parameter_is_reported_as_failing_closed(
+    services: LocalServices, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # GIVEN a switch name that SSM does not have
+    point_cli_at(services, monkeypatch, PAUSE_PARAMETER_NAME=_pause_parameter(services, None))
+
+    # WHEN / THEN status says so
+    assert _status(capsys)["pauseSwitch"]["state"].startswith("missing (the function fails closed")
+
+
+def test_a_missing_variable_is_a_usage_error_that_names_it(
+    services: LocalServices, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # GIVEN no lock table configured
+    point_cli_at(services, monkeypatch)
+    monkeypatch.delenv("LOCK_TABLE_NAME")
+
+    # WHEN the operator asks for the status
+    result = donations(capsys, "status")
+
+    # THEN the other sections are still shown, and the exit code is 2 naming the variable
+    assert result.code == 2
+    assert "LOCK_TABLE_NAME is required" in result.err
+    assert "due now" in result.out
+
+
+def test_an_unreachable_service_is_an_operational_failure(
+    services: LocalServices, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # GIVEN a queue URL that does not exist
+    point_cli_at(services, monkeypatch)
+    monkeypatch.setenv("DEAD_LETTER_QUEUE_URL", f"{services.moto.endpoint_url}/123456789012/no-such-queue")
+
+    # WHEN the operator asks for the status
+    result = donations(capsys, "status", "--json")
+
+    # THEN the queue section carries the SQS error and the exit code is 1
+    assert result.code == 1
+    assert "dead-letter queue attributes failed" in json.loads(result.out)["deadLetterQueue"]["error"]
+
+
+def test_stack_outputs_fill_in_what_the_environment_leaves_unset(
+    services: LocalServices, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # GIVEN a deployed stack whose outputs name the lock table, the queue and the switch
+    point_cli_at(services, monkeypatch)
+    parameter = _pause_parameter(services, "paused")
+    stack_name = f"donations-{uuid.uuid4().hex[:8]}"
+    template = {
+        "Resources": {"Placeholder": {"Type": "AWS::SQS::Queue"}},
+        "Outputs": {
+            "LockTableName": {"Value": services.lock_table_name},
+            "DeadLetterQueueUrl": {"Value": services.queue_url},
+            "PauseParameterName": {"Value": parameter},
+        },
+    }
+    boto3.client("cloudformation", **client_kwargs(services.moto.endpoint_url)).create_stack(
+        StackName=stack_name, TemplateBody=json.dumps(template)
+    )
+    for variable in ("LOCK_TABLE_NAME", "DEAD_LETTER_QUEUE_URL"):
+        monkeypatch.delenv(variable)
+    send_raw(services, "{}")
+
+    # WHEN the operator names the stack
+    result = donations(capsys, "--stack", stack_name, "status", "--json")
+    missing = donations(capsys, "status", "--stack", f"{stack_name}-gone")
+
+    # THEN the stack's resources were read; an unknown stack is reported
+    assert result.code == 0, result.err
+    report = json.loads(result.out)
+    assert report["deadLetterQueue"]["messages"] == 1
+    assert report["pauseSwitch"] == {"parameter": parameter, "state": "paused"}
+    assert report["lastRun"]["lockId"] == "scheduled-donations"
+    assert missing.code == 1
+    assert "describing stack" in missing.err
