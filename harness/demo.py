@@ -14,13 +14,13 @@ import io
 import json
 import os
 import sys
-import time
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from harness.aws_local import sqs_client
+from harness.emf import emitted_metrics
+from harness.lambda_context import LambdaLikeContext
 from harness.local_services import LocalServices, start_local_services
 from harness.seed import seed_donations
 
@@ -28,40 +28,13 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEMO_SIZE = 40
 
 
-@dataclass
-class DemoContext:
-    """The parts of Lambda's context the handler uses: a 15-minute budget counted from the invoke."""
-
-    deadline: float
-    function_name: str = "ScheduledDonationsFunction"
-    memory_limit_in_mb: int = 512
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:ScheduledDonationsFunction"
-    aws_request_id: str = "demo"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self.deadline - time.monotonic()) * 1000))
-
-
-def _metrics_from(output: str) -> dict[str, float]:
-    values: dict[str, float] = {}
-    for line in output.splitlines():
-        if '"_aws"' not in line:
-            continue
-        blob = json.loads(line)
-        for directive in blob["_aws"]["CloudWatchMetrics"]:
-            for metric in directive["Metrics"]:
-                raw = blob[metric["Name"]]
-                values[metric["Name"]] = float(sum(raw) if isinstance(raw, list) else raw)
-    return values
-
-
 def _invoke(event: dict[str, Any]) -> tuple[dict[str, Any], dict[str, float]]:
     import app
 
     captured = io.StringIO()
     with contextlib.redirect_stdout(captured):
-        summary = app.lambda_handler(event, DemoContext(deadline=time.monotonic() + 900))
-    return summary, _metrics_from(captured.getvalue())
+        summary = app.lambda_handler(event, LambdaLikeContext(aws_request_id="demo"))
+    return summary, emitted_metrics(captured.getvalue())
 
 
 def _drain_dead_letters(services: LocalServices) -> list[dict[str, Any]]:

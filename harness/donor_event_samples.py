@@ -20,6 +20,7 @@ import boto3
 
 from donation_processor.donor_events import DETAIL_TYPES, SOURCE
 from harness.aws_local import DUMMY_ACCESS_KEY_ID, DUMMY_SECRET_ACCESS_KEY, REGION, sqs_client
+from harness.lambda_context import LambdaLikeContext
 from harness.local_services import LocalServices, start_local_services
 from harness.seed import (
     AUTHENTICATION_REQUIRED,
@@ -125,16 +126,10 @@ def capture() -> dict[str, dict[str, Any]]:
         seed_one_of_each(services)
         import app
 
-        class Context:
-            function_name = "ScheduledDonationsFunction"
-            memory_limit_in_mb = 512
-            aws_request_id = "samples"
-            invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:ScheduledDonationsFunction"
-
-            def get_remaining_time_in_millis(self) -> int:
-                return 900_000
-
-        app.lambda_handler(json.loads((PROJECT_ROOT / "events" / "scheduled.json").read_text()), Context())
+        app.lambda_handler(
+            json.loads((PROJECT_ROOT / "events" / "scheduled.json").read_text()),
+            LambdaLikeContext(aws_request_id="samples"),
+        )
         time.sleep(0.2)
         captured: dict[str, dict[str, Any]] = {}
         for event in sink.drain():

@@ -14,6 +14,7 @@ from conftest import FakeLambdaContext, read_dead_letters
 import app
 from donation_processor.exceptions import InvalidEventError, LockUnavailableError
 from harness.aws_local import load_template
+from harness.emf import emitted_metrics, namespaces
 from harness.local_services import LOCAL_STRIPE_KEY, LocalServices
 from harness.seed import (
     AUTHENTICATION_REQUIRED,
@@ -44,17 +45,8 @@ def _charges_per_period(services: LocalServices) -> dict[tuple[str, ...], int]:
 
 
 def _emitted_metrics(output: str) -> dict[str, float]:
-    values: dict[str, float] = {}
-    for line in output.splitlines():
-        if '"_aws"' not in line:
-            continue
-        blob = json.loads(line)
-        for directive in blob["_aws"]["CloudWatchMetrics"]:
-            assert directive["Namespace"] == "ScheduledDonations"
-            for metric in directive["Metrics"]:
-                raw = blob[metric["Name"]]
-                values[metric["Name"]] = float(sum(raw) if isinstance(raw, list) else raw)
-    return values
+    assert namespaces(output) <= {"ScheduledDonations"}
+    return emitted_metrics(output)
 
 
 def test_scheduled_run_charges_each_due_donation_once_and_moves_the_schedule_on(

@@ -172,13 +172,7 @@ class ChargeProcessor:
                 # an unanswered attempt): the earlier PaymentIntent, if any, decides this period.
                 if error.failure.error_type != "idempotency_error":
                     raise
-                intent = self._payments.find_payment_intent(donation.id, period)
-                logger.warning(
-                    "idempotency key reused with new parameters; reconciled by search",
-                    donation_id=donation.id,
-                    period=period,
-                    found=intent.payment_intent_id if intent else None,
-                )
+                intent = self._reconcile(donation, period, "idempotency key reused with new parameters")
                 if intent is None:
                     raise
         if intent.status in ("succeeded", "processing"):
@@ -205,15 +199,20 @@ class ChargeProcessor:
             return self._payments.retrieve_payment_intent(donation.payment_intent_id)
         first = donation.first_attempt_at
         if first is not None and self._clock() - first >= IDEMPOTENCY_WINDOW:
-            found = self._payments.find_payment_intent(donation.id, period)
-            logger.warning(
-                "period first tried beyond the idempotency window; reconciled by search",
-                donation_id=donation.id,
-                period=period,
-                found=found.payment_intent_id if found else None,
-            )
-            return found
+            return self._reconcile(donation, period, "period first tried beyond the idempotency window")
         return None
+
+    def _reconcile(self, donation: ChargeableDonation, period: str, why: str) -> PaymentIntentResult | None:
+        """Find the period's PaymentIntent by its metadata instead of trusting the creation key to replay."""
+        found = self._payments.find_payment_intent(donation.id, period)
+        logger.warning(
+            "reconciled by metadata search",
+            why=why,
+            donation_id=donation.id,
+            period=period,
+            found=found.payment_intent_id if found else None,
+        )
+        return found
 
     def _charge_with_retries(
         self, donation: ChargeableDonation, period: str, attempt: int, ctx: RunContext
