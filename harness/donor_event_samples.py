@@ -132,7 +132,8 @@ def capture() -> dict[str, dict[str, Any]]:
         )
         time.sleep(0.2)
         captured: dict[str, dict[str, Any]] = {}
-        for event in sink.drain():
+        # Sorted, so the sample of a type is the same event every time (threads finish in any order).
+        for event in sorted(sink.drain(), key=lambda item: json.dumps(item["detail"], sort_keys=True)):
             captured.setdefault(event["detail-type"], stable(event))
         return captured
 
