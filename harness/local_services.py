@@ -60,11 +60,15 @@ class LocalServices:
         env.update(overrides)
         return env
 
-    def provision(self, suffix: str | None = None) -> None:
-        """Create a fresh lock table and queue (from template.yaml) and point a fresh database at them."""
+    def provision(self, suffix: str | None = None, mongodb_uri: str | None = None) -> None:
+        """Create a fresh lock table and queue (from template.yaml) and point a fresh database at them:
+        in mongomock by default, or a uniquely named database on the real server at mongodb_uri."""
         tag = suffix or uuid.uuid4().hex[:8]
         self.lock_table_name = f"scheduled-donations-lock-{tag}"
-        self.mongodb_uri = f"mongomock://localhost/{tag}"
+        if mongodb_uri is None:
+            self.mongodb_uri = f"mongomock://localhost/{tag}"
+        else:
+            self.mongodb_uri, self.mongodb_database = mongodb_uri, f"scheduled_donations_test_{tag}"
         stack = provision_local_stack(
             self.moto.endpoint_url,
             lock_table_name=self.lock_table_name,

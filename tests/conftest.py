@@ -66,13 +66,24 @@ def stripe_server() -> Iterator[RunningStripeServer]:
         yield server
 
 
-@pytest.fixture
-def services(moto_server: MotoServer, stripe_server: RunningStripeServer) -> LocalServices:
-    """A fresh lock table, queue and database per test, on the shared servers."""
+def _mongodb_backends() -> list[Any]:
+    real = os.environ.get("MONGODB_TEST_URI")
+    return ["mongomock", pytest.param(real, id="mongodb")] if real else ["mongomock"]
+
+
+@pytest.fixture(params=_mongodb_backends())
+def services(
+    request: pytest.FixtureRequest, moto_server: MotoServer, stripe_server: RunningStripeServer
+) -> Iterator[LocalServices]:
+    """A fresh lock table, queue and database per test, on the shared servers. Every test that uses it
+    runs on mongomock, and again on a real MongoDB server when MONGODB_TEST_URI is set."""
     stripe_server.state.reset()
     local = LocalServices(moto=moto_server, stripe=stripe_server, mongodb_uri="")
-    local.provision()
-    return local
+    real_uri = None if request.param == "mongomock" else str(request.param)
+    local.provision(mongodb_uri=real_uri)
+    yield local
+    if real_uri is not None:
+        local.database.client.drop_database(local.mongodb_database)
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import json
 import os
 import threading
 from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -152,6 +152,7 @@ class Invariants:
     schedules_advanced_wrong: int
     left_claimed: int
     failures_unaccounted: int
+    backend: str = "mongomock"
 
     def assert_exactly_once(self) -> None:
         assert self.duplicate_charges == 0, self
@@ -209,6 +210,7 @@ def check_invariants(services: LocalServices, original_next_run: Mapping[Any, da
         schedules_advanced_wrong=advanced_wrong,
         left_claimed=left_claimed,
         failures_unaccounted=unaccounted,
+        backend="mongomock" if services.mongodb_uri.startswith("mongomock") else "mongodb",
     )
 
 
@@ -221,9 +223,7 @@ class ScenarioRecord:
     duplicate_charges: int
     lost_records: int
     outcome: str
-    backend: str = field(
-        default_factory=lambda: "mongodb" if os.environ.get("MONGODB_TEST_URI") else "mongomock"
-    )
+    backend: str
 
 
 _RECORDS: list[ScenarioRecord] = []
@@ -240,6 +240,7 @@ def record_scenario(scenario: str, fault: str, invariants: Invariants, outcome: 
             duplicate_charges=invariants.duplicate_charges,
             lost_records=invariants.lost_records,
             outcome=outcome,
+            backend=invariants.backend,
         )
     )
 
