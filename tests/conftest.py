@@ -111,12 +111,12 @@ def clock() -> TestClock:
 def make_engine(services: LocalServices, clock: TestClock) -> Callable[..., DonationEngine]:
     """The engine with its real adapters, a test clock and no backoff sleeping."""
 
-    def factory(**env_overrides: str) -> DonationEngine:
+    def factory(sleep: Callable[[float], None] | None = None, **env_overrides: str) -> DonationEngine:
         env = services.environment(**env_overrides)
         previous = {name: os.environ.get(name) for name in env}
         os.environ.update(env)  # boto3 reads AWS_ENDPOINT_URL and credentials from the environment
         try:
-            return build_engine(load_settings(env), clock=clock, sleep=lambda _seconds: None)
+            return build_engine(load_settings(env), clock=clock, sleep=sleep or (lambda _seconds: None))
         finally:
             for name, value in previous.items():
                 if value is None:

@@ -9,7 +9,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from donation_processor.config import load_settings
 from donation_processor.engine import DonationEngine
-from donation_processor.exceptions import PaymentsUnavailableError
+from donation_processor.exceptions import PaymentsUnavailableError, StoreError
 from donation_processor.invocation import parse_event
 from donation_processor.observability import logger, metrics, publish_run_metrics, tracer
 from donation_processor.wiring import build_engine
@@ -33,8 +33,8 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     request = parse_event(event)
     try:
         summary = get_engine().run(request, context.get_remaining_time_in_millis)
-    except PaymentsUnavailableError:
-        _engine = None
+    except (PaymentsUnavailableError, StoreError):
+        _engine = None  # rebuilt next time, re-reading the secrets (a rotated key or URI takes effect)
         raise
     publish_run_metrics(summary)
     return summary.to_dict()

@@ -270,8 +270,8 @@ def test_function_gets_item_level_lock_access_and_send_only_queue_access(templat
     pause = by_resource[json.dumps({"Fn::Sub": pause_arn}, sort_keys=True)]
     bus = by_resource[json.dumps({"Fn::GetAtt": ["DonorEventBus", "Arn"]}, sort_keys=True)]
     # Then the lock table allows no Scan/Query/Batch* and the queue cannot be read or purged
-    assert lock == {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"}
-    assert queue == {"sqs:SendMessage", "sqs:GetQueueAttributes"}
+    assert lock == {"dynamodb:GetItem", "dynamodb:UpdateItem"}
+    assert queue == {"sqs:SendMessage"}
     # And the pause switch can only be read (not switched) and the bus only written to
     assert pause == {"ssm:GetParameter"}
     assert bus == {"events:PutEvents"}

@@ -1,8 +1,10 @@
 """Donor-facing events on an EventBridge bus, so the host platform can e-mail the donor.
 
-Ids, amounts and reasons only: no names, no e-mail, no card data. Delivery is at least once and best
-effort: a batch EventBridge refuses is retried once; what still fails is counted (DonorEventsFailed,
-alarmed) and logged by event id, never silently dropped.
+Ids, amounts and reasons only: no names, no e-mail, no card data. Delivery is best effort: events go
+out in batches of ten and at the end of the run; a batch EventBridge refuses is retried once, and what
+still fails is counted (DonorEventsFailed, alarmed) and logged by event id. If the process dies, the up
+to nine events still buffered are lost (the outcome itself is in MongoDB and in Stripe); each event
+carries a stable eventId, so consumers can deduplicate.
 """
 
 from __future__ import annotations

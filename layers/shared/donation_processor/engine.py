@@ -19,7 +19,12 @@ from donation_processor.charge_processor import ChargePolicy, ChargeProcessor, R
 from donation_processor.circuit_breaker import CircuitBreaker
 from donation_processor.config import Settings
 from donation_processor.dead_letters import DeadLetterCourier
-from donation_processor.exceptions import LockContendedError, PaymentsUnavailableError, StoreError
+from donation_processor.exceptions import (
+    LockContendedError,
+    PauseSwitchUnavailableError,
+    PaymentsUnavailableError,
+    StoreError,
+)
 from donation_processor.in_flight import InFlightGovernor
 from donation_processor.invocation import RunRequest
 from donation_processor.lease_keeper import LeaseKeeper
@@ -130,6 +135,7 @@ class DonationEngine:
             clock_ms=lambda: int(self._clock().timestamp() * 1000),
         )
         started = time.monotonic()
+        summary.status = "running"
         try:
             with keeper:
                 self._deps.store.ensure_indexes()
@@ -141,6 +147,9 @@ class DonationEngine:
                     if self._deps.donor_events is not None:
                         summary.donor_events_failed = self._deps.donor_events.flush()
                 self._count_overdue(summary)
+        except BaseException:
+            summary.status = "failed"  # what `donations status` shows as the last run
+            raise
         finally:
             summary.duration_ms = int((time.monotonic() - started) * 1000)
             self._deps.lock.release(keeper.lease, last_run=summary.to_dict())
@@ -193,6 +202,7 @@ class DonationEngine:
                     stop.set()
 
         def stop_reason() -> str | None:
+            nonlocal fatal
             if fatal is not None:
                 return "fatal"
             if breaker.is_open:
@@ -201,8 +211,12 @@ class DonationEngine:
                 return "lock_lost"
             if remaining_ms() < margin_ms:
                 return "time_budget"
-            if self._paused():
-                return "paused"
+            try:
+                if self._paused():
+                    return "paused"
+            except PauseSwitchUnavailableError as error:
+                fatal = error  # raised once what was claimed has been released
+                return "fatal"
             return None
 
         governor = InFlightGovernor(settings.stripe_max_rps, settings.max_concurrency)
@@ -256,6 +270,11 @@ class DonationEngine:
             while claimed_not_started:
                 in_flight.add(executor.submit(charge, claimed_not_started.popleft()))
             while in_flight:
+                # Still watching the clock, the lock and the switch: retries stop once the run must.
+                late = stop_reason() if reason == "completed" else None
+                if late is not None:
+                    reason = late
+                    stop.set()
                 done, in_flight = _wait_some(in_flight)
                 collect(done)
         if fatal is not None:

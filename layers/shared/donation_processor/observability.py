@@ -25,6 +25,12 @@ metrics = Metrics(service=SERVICE_NAME, namespace=NAMESPACE)
 
 def publish_run_metrics(summary: RunSummary) -> None:
     """Turn a run summary into CloudWatch metrics (EMF, flushed by the handler's decorator)."""
+    if summary.status == "dry_run":
+        # A dry run charges nothing: its counts must not reach the dashboards or the failure-rate alarm.
+        metrics.add_metric(
+            name=names.RUN_DURATION_MS, unit=MetricUnit.Milliseconds, value=summary.duration_ms
+        )
+        return
     counts = {
         names.DONATIONS_DUE: summary.due,
         names.DONATIONS_SUCCEEDED: summary.succeeded,
