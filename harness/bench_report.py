@@ -13,9 +13,10 @@ from typing import Any, Literal
 ARM64_PRICE_PER_GB_SECOND = 0.0000133334
 PRICE_PER_REQUEST = 0.20 / 1_000_000
 PRICE_SOURCE = (
-    "aws.amazon.com/lambda/pricing (Arm price, US East (N. Virginia), first 7.5 billion GB-s per month), "
-    "cross-checked against cloudchipr.com's 2024 Lambda pricing guide; looked up 2026-11-29. Free tier and "
-    "the lower tiers above 7.5 billion GB-s are ignored."
+    "AWS's Lambda pricing page (aws.amazon.com/lambda/pricing, Arm price, US East (N. Virginia)) as quoted "
+    "by cloudchipr.com's 2024 pricing guide (first 7.5 billion GB-s per month) and by a second public cost "
+    "note; the stored copy of AWS's page itself did not show the table, so the value is an assumption "
+    "checked against two secondary sources, looked up 2026-11-29. Free tier and volume tiers are ignored."
 )
 LAMBDA_MAX_SECONDS = 900
 WARM_FRACTION = 0.8  # "once warmed up": the middle 80 % of completions
@@ -147,13 +148,17 @@ def draw_throughput_chart(results: Sequence[RunResult], path: Path, title: str) 
     for index, (latency, size) in enumerate(cells):
         axes: Any = axes_grid[index // columns][index % columns]
         cell = [result for result in results if (result.latency_ms, result.size) == (latency, size)]
-        bin_seconds = float(max(1, math.ceil(max(result.wall_s for result in cell) / 100)))
+        shown = [result.wall_s for result in cell if result.kind != "sequential"] or [cell[0].wall_s]
+        bin_seconds = float(max(1, math.ceil(max(shown) / 100)))
         for result in cell:
             xs, ys = throughput_series(result, bin_seconds)
             label = result.strategy + (
                 f" (sample of {result.processed})" if result.kind == "sequential" else ""
             )
             axes.plot(xs, ys, label=label, linewidth=1.2)
+        others = [result.wall_s for result in cell if result.kind != "sequential"]
+        if others and max(others) < max(result.wall_s for result in cell):
+            axes.set_xlim(0, max(others) * 1.25)  # the sequential sample runs on, flat, far to the right
         axes.axhline(
             cell[0].rate_limit, color="grey", linestyle="--", linewidth=0.8, label="Stripe rate limit"
         )
