@@ -55,6 +55,7 @@ class RunResult:
     billed_s: float = 0.0
     memory_peak_kib: float | None = None
     memory_samples: int = 0
+    memory_top: list[tuple[str, int, int]] = field(default_factory=list)
 
     # ---- derived figures ----
 
