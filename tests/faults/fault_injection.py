@@ -10,7 +10,7 @@ import os
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ import pytest
 
 from donation_processor.ports import Claim, LockLease
 from harness.local_services import LocalServices
+from harness.seed import scheduled_donation
 
 
 class SimulatedCrash(BaseException):
@@ -251,3 +252,17 @@ def write_reliability_results() -> Iterator[None]:
     target = os.environ.get("RELIABILITY_RESULTS")
     if target and _RECORDS:
         Path(target).write_text(json.dumps([asdict(record) for record in _RECORDS], indent=2))
+
+
+def seed_due(services: LocalServices, now: datetime, count: int, **fields: Any) -> dict[Any, datetime]:
+    """`count` donations due an hour before `now`, each with its own customer; nextRunAt by id."""
+    documents = [
+        scheduled_donation(
+            customer_id=services.stripe.state.create_customer(),
+            next_run_at=now - timedelta(hours=1),
+            **fields,
+        )
+        for _ in range(count)
+    ]
+    services.database["scheduled_donations"].insert_many(documents)
+    return {document["_id"]: document["nextRunAt"] for document in documents}

@@ -13,7 +13,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from fault_injection import (
     StallingPayments,
     check_invariants,
     record_scenario,
+    seed_due,
     write_reliability_results,  # noqa: F401 - an autouse fixture that writes the scenario ledger
 )
 
@@ -37,7 +38,6 @@ from donation_processor.config import load_settings
 from donation_processor.engine import DonationEngine, EngineDependencies
 from donation_processor.wiring import build_engine
 from harness.local_services import LocalServices
-from harness.seed import scheduled_donation
 from harness.stripe_server import Fault
 
 pytestmark = pytest.mark.faults
@@ -50,14 +50,7 @@ LEASES_EXPIRED = {"minutes": 16}  # past the 15-minute claim lease and the 2-min
 @pytest.fixture
 def seeded(services: LocalServices, clock: TestClock) -> dict[Any, datetime]:
     """Five monthly donations due an hour ago; returns their original nextRunAt by id."""
-    documents = [
-        scheduled_donation(
-            customer_id=services.stripe.state.create_customer(), next_run_at=clock.now - timedelta(hours=1)
-        )
-        for _ in range(DONATIONS)
-    ]
-    services.database["scheduled_donations"].insert_many(documents)
-    return {document["_id"]: document["nextRunAt"] for document in documents}
+    return seed_due(services, clock.now, DONATIONS)
 
 
 @pytest.fixture

@@ -6,13 +6,13 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import FakeLambdaContext, TestClock, read_dead_letters
-from fault_injection import check_invariants, record_scenario
+from fault_injection import check_invariants, record_scenario, seed_due
 from fault_injection import write_reliability_results as write_reliability_results  # autouse fixture
 
 import app
@@ -21,7 +21,7 @@ from donation_processor.engine import DonationEngine, EngineDependencies
 from donation_processor.exceptions import LockUnavailableError, StoreError
 from donation_processor.wiring import build_engine
 from harness.local_services import LocalServices
-from harness.seed import STOLEN_CARD, scheduled_donation
+from harness.seed import STOLEN_CARD
 from harness.stripe_server import Fault
 
 pytestmark = pytest.mark.faults
@@ -30,16 +30,7 @@ SCHEDULED_EVENT = json.loads(Path("events/scheduled.json").read_text())
 
 
 def _seed(services: LocalServices, clock: TestClock, count: int, **fields: Any) -> dict[Any, datetime]:
-    documents = [
-        scheduled_donation(
-            customer_id=services.stripe.state.create_customer(),
-            next_run_at=clock.now - timedelta(hours=1),
-            **fields,
-        )
-        for _ in range(count)
-    ]
-    services.database["scheduled_donations"].insert_many(documents)
-    return {document["_id"]: document["nextRunAt"] for document in documents}
+    return seed_due(services, clock.now, count, **fields)
 
 
 @pytest.fixture

@@ -8,13 +8,12 @@ import subprocess
 import sys
 import threading
 import uuid
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 from conftest import TestClock
-from fault_injection import check_invariants, record_scenario
+from fault_injection import check_invariants, record_scenario, seed_due
 from fault_injection import write_reliability_results as write_reliability_results  # autouse fixture
 
 from donation_processor.config import load_settings
@@ -24,7 +23,6 @@ from donation_processor.mongo_connection import get_database
 from donation_processor.summary import RunSummary
 from donation_processor.wiring import build_engine
 from harness.local_services import LocalServices
-from harness.seed import scheduled_donation
 
 pytestmark = pytest.mark.faults
 
@@ -32,22 +30,11 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CONTENDERS = 6
 
 
-def _seed(services: LocalServices, now: datetime, count: int) -> dict[Any, datetime]:
-    documents = [
-        scheduled_donation(
-            customer_id=services.stripe.state.create_customer(), next_run_at=now - timedelta(hours=1)
-        )
-        for _ in range(count)
-    ]
-    services.database["scheduled_donations"].insert_many(documents)
-    return {document["_id"]: document["nextRunAt"] for document in documents}
-
-
 def test_concurrent_containers_charge_each_period_once_and_the_losers_skip(
     services: LocalServices, clock: TestClock
 ) -> None:
     # GIVEN 40 due donations, a slow Stripe, and six warm containers (separate engines and clients)
-    original = _seed(services, clock.now, 40)
+    original = seed_due(services, clock.now, 40)
     # Slow enough (40 charges, 4 at a time, 100 ms each: about 1 s) that every contender arrives while the
     # winner still holds the lock, even on a loaded machine.
     services.stripe.state.set_latency(100)
@@ -111,7 +98,7 @@ def test_concurrent_processes_charge_each_period_once(services: LocalServices, c
     uri = os.environ["MONGODB_TEST_URI"]
     database_name = f"race_{uuid.uuid4().hex[:8]}"
     services.mongodb_uri, services.mongodb_database = uri, database_name
-    original = _seed(services, datetime.now(clock.now.tzinfo), 30)
+    original = seed_due(services, datetime.now(clock.now.tzinfo), 30)
     services.stripe.state.set_latency(20)
     env = {
         **os.environ,
