@@ -35,10 +35,9 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any, Self, cast
 
-import mongomock
-
+from donation_processor.donation_store import DONATIONS, SCHEDULED
 from harness.aws_local import MotoServer, load_template, provision_local_stack, start_moto_server
-from harness.bench_mongo import CountingClient, MongoMeter
+from harness.bench_mongo import CountingClient, MongoMeter, indexed_client
 from harness.bench_report import (
     PRICE_SOURCE,
     WARM_FRACTION,
@@ -326,7 +325,7 @@ def run_engine(
     uri = f"mongomock://localhost/bench-{tag}"
     from donation_processor import mongo_connection
 
-    raw: Any = mongomock.MongoClient()
+    raw = indexed_client(DATABASE, (SCHEDULED, DONATIONS))
     meter = MongoMeter()
     with StripeProcess(
         latency_ms=latency, jitter_ms=config.jitter_ms(latency), rate_limit_rps=server_rate
@@ -453,7 +452,7 @@ def run_strategy(
     config: BenchConfig, dataset: Sequence[SeedDonation], *, latency: float, kind: str, limit: int | None
 ) -> RunResult:
     api_key = f"sk_test_bench_{kind}_{uuid.uuid4().hex[:6]}"
-    raw: Any = mongomock.MongoClient()
+    raw = indexed_client(DATABASE, (SCHEDULED, DONATIONS))
     meter = MongoMeter()
     with StripeProcess(
         latency_ms=latency, jitter_ms=config.jitter_ms(latency), rate_limit_rps=config.rate

@@ -36,6 +36,7 @@ from donation_processor.ports import (
     DonationStorePort,
     DonorEventsPort,
     LockLease,
+    PacingPort,
     PauseSwitchPort,
     PaymentsPort,
     RunLockPort,
@@ -56,6 +57,9 @@ class EngineDependencies:
     dead_letters: DeadLetterPort
     pause_switch: PauseSwitchPort | None = None
     donor_events: DonorEventsPort | None = None
+    pacing: PacingPort | None = (
+        None  # the Stripe rate limiter; without it, concurrency assumes the configured rate
+    )
 
 
 class DonationEngine:
@@ -219,13 +223,21 @@ class DonationEngine:
                 return "fatal"
             return None
 
-        governor = InFlightGovernor(settings.stripe_max_rps, settings.max_concurrency)
+        pacing = self._deps.pacing
+        governor = InFlightGovernor(
+            (lambda: pacing.rate) if pacing is not None else (lambda: settings.stripe_max_rps),
+            settings.max_concurrency,
+        )
         claimed_not_started: deque[Document] = deque()
 
+        def waited() -> float:
+            return pacing.waited_by_current_thread() if pacing is not None else 0.0
+
         def charge(document: Document) -> None:
-            started = time.monotonic()
+            started, waited_before = time.monotonic(), waited()
             processor.process(document, ctx)
-            governor.record(time.monotonic() - started)
+            # Little's law wants the donation's own time: time spent queued for the limiter is not it.
+            governor.record(time.monotonic() - started - (waited() - waited_before))
 
         with ThreadPoolExecutor(
             max_workers=settings.max_concurrency, thread_name_prefix="charge"

@@ -111,6 +111,17 @@ class PaymentsPort(Protocol):
         """The period's PaymentIntent found by its metadata, if one was ever created."""
 
 
+class PacingPort(Protocol):
+    """The shared Stripe rate limiter, as the engine sees it when sizing its concurrency."""
+
+    @property
+    def rate(self) -> float:
+        """Requests per second in force now (below the configured rate while Stripe pushes back)."""
+
+    def waited_by_current_thread(self) -> float:
+        """Seconds the calling thread has spent waiting for a slot so far."""
+
+
 class DeadLetterPort(Protocol):
     def send(self, letter: Mapping[str, Any]) -> None:
         """Deliver one dead letter or raise DeadLetterSendError."""

@@ -67,6 +67,7 @@ def build_engine(
         dead_letters=SqsDeadLetters(
             settings.dead_letter_queue_url, client=boto3.client("sqs", config=AWS_CLIENT_CONFIG)
         ),
+        pacing=limiter,
     )
     if settings.pause_parameter_name:
         dependencies = replace(dependencies, pause_switch=SsmPauseSwitch(settings.pause_parameter_name))

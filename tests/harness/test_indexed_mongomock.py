@@ -1,0 +1,164 @@
+"""The bench's indexed mongomock answers exactly as plain mongomock does, only without scanning."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import mongomock
+import pytest
+from bson import ObjectId
+from pymongo.errors import DuplicateKeyError
+
+from harness.indexed_mongomock import IndexedCollection, use_indexes
+
+IDS: list[Any] = [f"d{number}" for number in range(12)] + [ObjectId() for _ in range(4)]
+KEYS = ["k1", "k2", "k3"]
+STATES = ["new", "done", "failed"]
+
+
+def _collections() -> tuple[Any, Any]:
+    plain = mongomock.MongoClient()["db"]
+    indexed = mongomock.MongoClient()["db"]
+    use_indexes(indexed, ["records"])
+    for database in (plain, indexed):
+        database["records"].create_index([("a", 1), ("b", 1)], unique=True, name="a_b")
+    return plain["records"], indexed["records"]
+
+
+def _random_filter(rng: random.Random) -> dict[str, Any]:
+    choice = rng.randrange(7)
+    if choice == 0:
+        return {"_id": rng.choice(IDS)}
+    if choice == 1:
+        return {"_id": {"$in": rng.sample(IDS, rng.randint(0, 5))}}
+    if choice == 2:
+        return {"a": rng.choice(KEYS), "b": rng.choice(KEYS)}
+    if choice == 3:
+        return {"a": rng.choice(KEYS), "b": rng.choice(KEYS), "s": {"$ne": "done"}}
+    if choice == 4:
+        return {"_id": rng.choice(IDS), "s": rng.choice(STATES)}
+    if choice == 5:
+        return {"s": rng.choice(STATES)}
+    return {"a": rng.choice(KEYS)}
+
+
+def _random_update(rng: random.Random) -> dict[str, Any]:
+    choice = rng.randrange(4)
+    if choice == 0:
+        return {"$set": {"s": rng.choice(STATES)}}
+    if choice == 1:
+        return {"$set": {"a": rng.choice(KEYS)}}  # moves a document to another unique key
+    if choice == 2:
+        return {"$set": {"b": [rng.choice(KEYS), rng.choice(KEYS)]}}  # an array value: multikey
+    return {"$set": {"s": rng.choice(STATES)}, "$setOnInsert": {"created": True}}
+
+
+def _apply(collection: Any, operation: tuple[Any, ...]) -> Any:
+    name, *arguments = operation
+    try:
+        if name == "insert":
+            return collection.insert_one(dict(arguments[0])).inserted_id
+        if name == "update_one":
+            result = collection.update_one(arguments[0], arguments[1], upsert=arguments[2])
+            return (result.matched_count, result.modified_count, result.upserted_id is not None)
+        if name == "update_many":
+            result = collection.update_many(arguments[0], arguments[1])
+            return (result.matched_count, result.modified_count)
+        if name == "delete":
+            return collection.delete_one(arguments[0]).deleted_count
+        if name == "count":
+            return collection.count_documents(arguments[0])
+        return _comparable(collection.find(arguments[0]))
+    except DuplicateKeyError:
+        return "duplicate key"
+
+
+def _comparable(documents: Any) -> list[str]:
+    """Documents without the ObjectIds an upsert generates (random on each side), in a fixed order."""
+    return sorted(
+        repr(
+            sorted((key, value) for key, value in document.items() if not (key == "_id" and value not in IDS))
+        )
+        for document in documents
+    )
+
+
+def _random_operation(rng: random.Random) -> tuple[Any, ...]:
+    choice = rng.randrange(6)
+    if choice == 0:
+        document = {"_id": rng.choice(IDS), "a": rng.choice(KEYS), "b": rng.choice(KEYS), "s": "new"}
+        return ("insert", document)
+    if choice == 1:
+        return ("update_one", _random_filter(rng), _random_update(rng), rng.random() < 0.4)
+    if choice == 2:
+        return ("update_many", _random_filter(rng), {"$set": {"s": rng.choice(STATES)}})
+    if choice == 3:
+        return ("delete", _random_filter(rng))
+    if choice == 4:
+        return ("count", _random_filter(rng))
+    return ("find", _random_filter(rng))
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_random_operations_give_the_same_answers_with_and_without_indexes(seed: int) -> None:
+    # GIVEN a plain and an indexed mongomock collection with the same unique index
+    plain, indexed = _collections()
+    rng = random.Random(seed)
+
+    # WHEN the same 400 random inserts, updates (some moving unique keys or making them arrays), upserts,
+    # deletes, counts and finds run on both
+    for step in range(400):
+        operation = _random_operation(rng)
+
+        # THEN every answer is the same, and so is everything stored
+        assert _apply(indexed, operation) == _apply(plain, operation), (step, operation)
+    assert _comparable(indexed.find()) == _comparable(plain.find())
+
+
+def test_point_operations_do_not_scan_the_collection() -> None:
+    # GIVEN an indexed collection of 2,000 records with a unique (a, b) index
+    _, indexed = _collections()
+    indexed.insert_many([{"_id": f"r{n}", "a": f"a{n}", "b": "p", "s": "new"} for n in range(2000)])
+    tested: list[Any] = []
+    original = mongomock.filtering.filter_applies
+
+    def counting(filter: Any, document: Any) -> bool:
+        tested.append(document)
+        return bool(original(filter, document))
+
+    # WHEN it is updated by _id, read by $in, and upserted by its unique key, counting documents tested
+    import harness.indexed_mongomock as module
+
+    module.filter_applies = counting
+    try:
+        indexed.update_one({"_id": "r7"}, {"$set": {"s": "done"}})
+        found = list(indexed.find({"_id": {"$in": ["r1", "r2", "missing"]}}))
+        indexed.update_one({"a": "a9", "b": "p", "s": {"$ne": "done"}}, {"$set": {"s": "x"}}, upsert=True)
+    finally:
+        module.filter_applies = original
+
+    # THEN each touched only the documents it names, yet answered correctly
+    assert len(tested) <= 10  # of 2,000: the named documents, each checked again for uniqueness
+    assert sorted(document["_id"] for document in found) == ["r1", "r2"]
+    assert indexed.find_one({"_id": "r7"})["s"] == "done"
+    assert indexed.find_one({"_id": "r9"})["s"] == "x"
+
+
+def test_every_access_to_an_indexed_collection_is_indexed() -> None:
+    # GIVEN a database whose records collection uses the indexes
+    database = mongomock.MongoClient()["db"]
+    use_indexes(database, ["records"])
+
+    # WHEN the collection is reached again, by item, by attribute-free call and with other options
+    from pymongo import WriteConcern
+
+    accesses = [
+        database["records"],
+        database.get_collection("records"),
+        database["records"].with_options(write_concern=WriteConcern(w=1)),
+    ]
+
+    # THEN every one of them is an IndexedCollection, and other collections are left plain
+    assert all(isinstance(collection, IndexedCollection) for collection in accesses)
+    assert not isinstance(database["other"], IndexedCollection)
