@@ -68,6 +68,7 @@ from harness.seed import (
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUTPUT = PROJECT_ROOT / "docs" / "BENCHMARKS.md"
 DATABASE = "donations"
+NEXT_RUN_AT = "nextRunAt"  # the field the claim query sorts on (the due index's range)
 ENGINE_LOGGER = "scheduled-donations"
 MAX_INVOCATIONS = 50
 RETRY_ATTEMPTS = 4  # STRIPE_RETRY_ATTEMPTS default: a charge is at most 5 requests
@@ -325,7 +326,7 @@ def run_engine(
     uri = f"mongomock://localhost/bench-{tag}"
     from donation_processor import mongo_connection
 
-    raw = indexed_client(DATABASE, (SCHEDULED, DONATIONS))
+    raw = indexed_client(DATABASE, (SCHEDULED, DONATIONS), sorted_fields=(NEXT_RUN_AT,))
     meter = MongoMeter()
     with StripeProcess(
         latency_ms=latency, jitter_ms=config.jitter_ms(latency), rate_limit_rps=server_rate
@@ -452,7 +453,7 @@ def run_strategy(
     config: BenchConfig, dataset: Sequence[SeedDonation], *, latency: float, kind: str, limit: int | None
 ) -> RunResult:
     api_key = f"sk_test_bench_{kind}_{uuid.uuid4().hex[:6]}"
-    raw = indexed_client(DATABASE, (SCHEDULED, DONATIONS))
+    raw = indexed_client(DATABASE, (SCHEDULED, DONATIONS), sorted_fields=(NEXT_RUN_AT,))
     meter = MongoMeter()
     with StripeProcess(
         latency_ms=latency, jitter_ms=config.jitter_ms(latency), rate_limit_rps=config.rate

@@ -9,12 +9,12 @@ client cache for the bench's URI, so the engine's own code runs unchanged; nothi
 engine is patched. The calling thread's CPU time inside each call (``time.thread_time``) is summed too:
 it is the database emulator's cost, which a real deployment pays on the MongoDB server instead.
 
-Two things make mongomock behave more like a server here. Its collections get the ``_id`` and unique-index
-lookups a real MongoDB would use (``harness.indexed_mongomock``), so its cost per donation no longer grows
-with the collection. And every write's filter, update and documents cross a BSON encode and decode on the
-way in, as they would on the wire: mongomock otherwise keeps the caller's own string objects in its
-in-process copy of the database, and tracemalloc would count them against the engine line that built them
-long after the engine let go of them.
+Two things make mongomock behave more like a server here. Its collections get the ``_id``, unique-index
+and sorted lookups a real MongoDB would use (``harness.indexed_mongomock``), so its cost per donation no
+longer grows with the collection. And every write's filter, update and documents cross a BSON encode and
+decode on the way in, as they would on the wire: mongomock otherwise keeps the caller's own string objects
+in its in-process copy of the database, and tracemalloc would count them against the engine line that
+built them long after the engine let go of them.
 """
 
 from __future__ import annotations
@@ -44,10 +44,10 @@ WRITES = frozenset(
 )
 
 
-def indexed_client(database: str, collections: Iterable[str]) -> Any:
-    """A fresh mongomock client whose `collections` in `database` answer point operations from indexes."""
+def indexed_client(database: str, collections: Iterable[str], sorted_fields: Iterable[str] = ()) -> Any:
+    """A fresh mongomock client whose `collections` in `database` answer from indexes, as MongoDB would."""
     client: Any = mongomock.MongoClient()
-    use_indexes(client[database], collections)
+    use_indexes(client[database], collections, sorted_fields)
     return client
 
 

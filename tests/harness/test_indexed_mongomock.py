@@ -20,7 +20,7 @@ STATES = ["new", "done", "failed"]
 def _collections() -> tuple[Any, Any]:
     plain = mongomock.MongoClient()["db"]
     indexed = mongomock.MongoClient()["db"]
-    use_indexes(indexed, ["records"])
+    use_indexes(indexed, ["records"], sorted_fields=["n"])
     for database in (plain, indexed):
         database["records"].create_index([("a", 1), ("b", 1)], unique=True, name="a_b")
     return plain["records"], indexed["records"]
@@ -43,8 +43,22 @@ def _random_filter(rng: random.Random) -> dict[str, Any]:
     return {"a": rng.choice(KEYS)}
 
 
+def _random_order_value(rng: random.Random) -> Any:
+    """Mostly numbers (ties included), sometimes null, a string, or an array (which the index refuses)."""
+    choice = rng.randrange(20)
+    if choice == 0:
+        return None
+    if choice == 1:
+        return "z"
+    if choice == 2:
+        return [rng.randrange(5), 1]
+    return rng.randrange(30)
+
+
 def _random_update(rng: random.Random) -> dict[str, Any]:
-    choice = rng.randrange(4)
+    choice = rng.randrange(6)
+    if choice >= 4:
+        return {"$set": {"n": _random_order_value(rng)}}
     if choice == 0:
         return {"$set": {"s": rng.choice(STATES)}}
     if choice == 1:
@@ -69,6 +83,13 @@ def _apply(collection: Any, operation: tuple[Any, ...]) -> Any:
             return collection.delete_one(arguments[0]).deleted_count
         if name == "count":
             return collection.count_documents(arguments[0])
+        if name == "first_by_n":
+            found = list(collection.find(arguments[0]).sort("n", 1).limit(arguments[1]))
+            every = _comparable(collection.find(arguments[0]))
+            # Ties may be broken either way: compare the sort keys, and that each one is a real match.
+            return [document.get("n") for document in found], all(
+                _comparable([document])[0] in every for document in found
+            )
         return _comparable(collection.find(arguments[0]))
     except DuplicateKeyError:
         return "duplicate key"
@@ -84,10 +105,25 @@ def _comparable(documents: Any) -> list[str]:
     )
 
 
+def _random_claim_filter(rng: random.Random) -> dict[str, Any]:
+    """The shape of the engine's claim query: a state, a range on the sorted field, and $and/$or."""
+    return {
+        "s": rng.choice(STATES),
+        "n": {rng.choice(["$lte", "$lt"]): rng.randrange(35)},
+        "$and": [{"$or": [{"a": None}, {"a": {"$lte": rng.choice(KEYS)}}]}],
+    }
+
+
 def _random_operation(rng: random.Random) -> tuple[Any, ...]:
-    choice = rng.randrange(6)
+    choice = rng.randrange(8)
+    if choice == 6:
+        return ("first_by_n", _random_claim_filter(rng), rng.randint(1, 6))
+    if choice == 7:
+        return ("first_by_n", _random_filter(rng), rng.randint(1, 6))
     if choice == 0:
         document = {"_id": rng.choice(IDS), "a": rng.choice(KEYS), "b": rng.choice(KEYS), "s": "new"}
+        if rng.random() < 0.8:
+            document["n"] = _random_order_value(rng)
         return ("insert", document)
     if choice == 1:
         return ("update_one", _random_filter(rng), _random_update(rng), rng.random() < 0.4)
@@ -107,7 +143,7 @@ def test_random_operations_give_the_same_answers_with_and_without_indexes(seed: 
     rng = random.Random(seed)
 
     # WHEN the same 400 random inserts, updates (some moving unique keys or making them arrays), upserts,
-    # deletes, counts and finds run on both
+    # deletes, counts, finds and sorted finds with a limit run on both
     for step in range(400):
         operation = _random_operation(rng)
 
@@ -143,6 +179,41 @@ def test_point_operations_do_not_scan_the_collection() -> None:
     assert sorted(document["_id"] for document in found) == ["r1", "r2"]
     assert indexed.find_one({"_id": "r7"})["s"] == "done"
     assert indexed.find_one({"_id": "r9"})["s"] == "x"
+
+
+def test_a_sorted_limited_find_reads_only_the_front_of_the_index() -> None:
+    # GIVEN 2,000 indexed documents ordered by n, of which the first 100 are taken by another run
+    _, indexed = _collections()
+    indexed.insert_many(
+        [
+            {"_id": f"r{n}", "a": f"a{n}", "b": "p", "n": n, "s": "taken" if n < 100 else "new"}
+            for n in range(2000)
+        ]
+    )
+    tested: list[Any] = []
+    original = mongomock.filtering.filter_applies
+
+    def counting(filter: Any, document: Any) -> bool:
+        tested.append(document)
+        return bool(original(filter, document))
+
+    # WHEN the 50 first free documents due by n <= 1,500 are asked for, and then those due by n < 0
+    import harness.indexed_mongomock as module
+
+    module.filter_applies = counting
+    try:
+        first = list(indexed.find({"s": "new", "n": {"$lte": 1500}}, {"_id": 1}).sort("n", 1).limit(50))
+        tested_for_first = len(tested)
+        none = list(indexed.find({"s": "new", "n": {"$lt": 0}}).sort("n", 1).limit(50))
+    finally:
+        module.filter_applies = original
+
+    # THEN the answer is r100..r149 (projected to _id), found by testing 150 documents, not 2,000;
+    # and the empty range stopped at once
+    assert first == [{"_id": f"r{n}"} for n in range(100, 150)]
+    assert tested_for_first == 150
+    assert none == []
+    assert len(tested) == tested_for_first
 
 
 def test_every_access_to_an_indexed_collection_is_indexed() -> None:
