@@ -56,6 +56,7 @@ from harness.bench_stripe import (
     successful_charges,
 )
 from harness.local_services import AWS_DUMMY_ENV
+from harness.readme_figures import update_readme
 from harness.seed import (
     AUTHENTICATION_REQUIRED,
     GENERIC_DECLINE,
@@ -73,7 +74,10 @@ ENGINE_LOGGER = "scheduled-donations"
 MAX_INVOCATIONS = 50
 RETRY_ATTEMPTS = 4  # STRIPE_RETRY_ATTEMPTS default: a charge is at most 5 requests
 CUSTOMER_POOL = 20
-MEMORY_SAMPLE_SECONDS = 1.0
+MEMORY_SAMPLES = (
+    60  # per traced run, whatever its size: the peak of a noisy quantity depends on how often one looks
+)
+MEMORY_MIN_INTERVAL = 0.2
 MEMORY_PATTERNS = ("*/donation_processor/*", "*/scheduled_donations/app.py")
 # Payment methods of the seeded donations: mostly successes, a few soft and hard declines, no malformed ones
 # (the seed's strategies do not validate documents).
@@ -110,7 +114,7 @@ class BenchConfig:
     memory_sizes: tuple[int, ...] = (1_000, 10_000)
     adapt_size: int = 500
     adapt_real_rate: float = 25.0
-    memory_mb: int = 512
+    memory_mb: int = 1024
     smoke: bool = False
 
     def jitter_ms(self, latency: float) -> float:
@@ -222,13 +226,15 @@ class MemorySampler(threading.Thread):
     """tracemalloc (innermost frame) sampled every few seconds; keeps the peak of allocations made by the
     project's own lines (layers/shared/donation_processor/, functions/scheduled_donations/app.py)."""
 
-    def __init__(self, interval: float = MEMORY_SAMPLE_SECONDS) -> None:
+    def __init__(self, interval: float) -> None:
         super().__init__(name="bench-memory", daemon=True)
         self._interval = interval
         self._stop_event = threading.Event()
         self.peak_bytes = 0
         self.samples = 0
         self.top: list[tuple[str, int, int]] = []
+        self.series: list[tuple[float, int]] = []  # (seconds since start, bytes) for every sample
+        self._origin = time.monotonic()
 
     def _sample(self) -> None:
         snapshot = tracemalloc.take_snapshot().filter_traces(
@@ -236,6 +242,7 @@ class MemorySampler(threading.Thread):
         )
         statistics = snapshot.statistics("lineno")
         size = sum(statistic.size for statistic in statistics)
+        self.series.append((round(time.monotonic() - self._origin, 2), size))
         if size > self.peak_bytes:
             self.peak_bytes = size
             self.top = [
@@ -362,7 +369,11 @@ def run_engine(
         time.sleep(1.1)  # the customers used some of the server's bucket: start every strategy with it full
         summaries: list[dict[str, Any]] = []
         billed = 0.0
-        sampler = MemorySampler() if trace_memory else None
+        # About MEMORY_SAMPLES samples over the run's expected length (tracing runs at about 80 % speed).
+        expected_s = len(dataset) / (0.8 * min(config.rate, server_rate))
+        sampler = (
+            MemorySampler(max(MEMORY_MIN_INTERVAL, expected_s / MEMORY_SAMPLES)) if trace_memory else None
+        )
         with environment(env), EngineLog() as engine_log, SdkRequestLog() as sdk_log:
             app._engine = None  # a cold container: the engine is built from this environment
             with sampler if sampler is not None else contextlib.nullcontext():
@@ -435,6 +446,7 @@ def run_engine(
         result.memory_peak_kib = sampler.peak_bytes / 1024
         result.memory_samples = sampler.samples
         result.memory_top = sampler.top
+        result.memory_series = sampler.series
     statuses = [summary["status"] for summary in summaries]
     log(
         f"  {strategy:<22} N={len(dataset):>6} {latency:g} ms: {result.warm_rate():6.1f} charges/s warm, "
@@ -828,6 +840,28 @@ def _memory_notes(results: BenchResults) -> list[str]:
     ]
 
 
+def headline(results: BenchResults) -> str:
+    """One bold line: the engine's warm rates, the targets met, the duplicate charges (quoted by README)."""
+    config = results.config
+    engines = [r for r in results.main if r.kind == "engine" and r.max_concurrency == config.max_concurrency]
+    rates = "; ".join(
+        f"{latency:g} ms: "
+        + ", ".join(
+            f"{r.warm_rate():.1f}/s at N={r.size:,}"
+            for r in sorted(engines, key=lambda r: r.size)
+            if r.latency_ms == latency
+        )
+        for latency in config.latencies
+    )
+    verdicts = [line for line in _targets(results) if line.endswith(("**pass** |", "**FAIL** |"))]
+    met = sum(line.endswith("**pass** |") for line in verdicts)
+    duplicates = sum(r.duplicates for r in results.main + results.memory + results.adaptation)
+    return (
+        f"**Engine against a {config.rate:g}/s Stripe limit, once warmed up: {rates}. "
+        f"{met} of {len(verdicts)} targets met; {duplicates} duplicate charges.**"
+    )
+
+
 def render(results: BenchResults, command: str, chart: Path, output: Path) -> str:
     config = results.config
     memory_mb = config.memory_mb
@@ -863,6 +897,8 @@ def render(results: BenchResults, command: str, chart: Path, output: Path) -> st
         "",
         "Generated by `harness/bench.py` (`make bench`); every figure below was measured by that run. Do not "
         "edit by hand: re-run the bench.",
+        "",
+        headline(results),
         "",
         "## Run",
         "",
@@ -982,7 +1018,8 @@ def render(results: BenchResults, command: str, chart: Path, output: Path) -> st
         "engine's working set is the donations in flight, and the governor would otherwise answer "
         "tracing's slowdown, different at each size, with more threads; "
         "`tracemalloc.start(1)` after seeding, snapshots every "
-        f"{MEMORY_SAMPLE_SECONDS:g} s and at the end, filtered with `tracemalloc.Filter(True, pattern)` for "
+        f"run's expected length / {MEMORY_SAMPLES} (at least {MEMORY_MIN_INTERVAL:g} s), so that every size "
+        "is looked at about as often, and at the end, filtered with `tracemalloc.Filter(True, pattern)` for "
         f"{', '.join(f'`{p}`' for p in MEMORY_PATTERNS)}: the bytes allocated by the project's own lines and "
         "still alive (innermost frame; what the SDK, json or logging allocate on the engine's behalf is not "
         "counted, nor mongomock's copy of the database or the bench's hooks). The peak is the "
@@ -1151,6 +1188,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(render(results, command, chart, output), encoding="utf-8")
     log(f"wrote {output} and {chart}")
+    if output.resolve() == DEFAULT_OUTPUT.resolve():
+        update_readme("bench", f"> {headline(results)}")
+        log("updated the README's quote of docs/BENCHMARKS.md")
     engines = [result for result in results.main if result.kind == "engine"]
     duplicates = sum(result.duplicates for result in results.main + results.memory + results.adaptation)
     log(

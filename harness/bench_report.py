@@ -56,6 +56,7 @@ class RunResult:
     memory_peak_kib: float | None = None
     memory_samples: int = 0
     memory_top: list[tuple[str, int, int]] = field(default_factory=list)
+    memory_series: list[tuple[float, int]] = field(default_factory=list)
 
     # ---- derived figures ----
 

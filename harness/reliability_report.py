@@ -16,6 +16,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from harness.readme_figures import update_readme
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 TARGET = PROJECT_ROOT / "docs" / "RELIABILITY.md"
 
@@ -75,8 +77,6 @@ def render(rows: list[dict[str, Any]], exit_code: int) -> str:
         f"{row['outcome']} | {row['backend']} |\n"
         for row in rows
     )
-    duplicates = sum(row["duplicate_charges"] for row in rows)
-    lost = sum(row["lost_records"] for row in rows)
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     return (
         "# Reliability\n\n"
@@ -84,7 +84,7 @@ def render(rows: list[dict[str, Any]], exit_code: int) -> str:
         "fault-injection suite (`pytest -m faults tests/faults`); do not edit by hand.\n\n"
         f"Last run: {when} on {platform.system()} {platform.machine()}, Python {platform.python_version()}; "
         f"suite exit code {exit_code}.\n\n"
-        f"**{len(rows)} scenarios, {duplicates} duplicate charges, {lost} lost records.**\n\n"
+        f"{headline(rows)}\n\n"
         "Each scenario seeds due donations, injects one fault into the real handler's adapters or into the\n"
         "Stripe-compatible server, then runs the job again (and again after the leases expire), and counts\n"
         "from the Stripe server's ledger and from MongoDB. *Charge requests sent* counts PaymentIntent\n"
@@ -92,6 +92,12 @@ def render(rows: list[dict[str, Any]], exit_code: int) -> str:
         "periods without a `succeeded` record.\n\n"
         "## Scenario matrix\n\n" + header + body + "\n" + GUARANTEES + "\n" + LIMITS
     )
+
+
+def headline(rows: list[dict[str, Any]]) -> str:
+    duplicates = sum(row["duplicate_charges"] for row in rows)
+    lost = sum(row["lost_records"] for row in rows)
+    return f"**{len(rows)} scenarios, {duplicates} duplicate charges, {lost} lost records.**"
 
 
 def main() -> int:
@@ -103,6 +109,7 @@ def main() -> int:
             return 1
         rows = json.loads(results.read_text())
     TARGET.write_text(render(rows, exit_code))
+    update_readme("reliability", f"> {headline(rows)}")
     print(f"wrote {TARGET.relative_to(PROJECT_ROOT)}: {len(rows)} scenarios, exit code {exit_code}")
     return exit_code
 

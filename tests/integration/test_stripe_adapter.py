@@ -1,0 +1,58 @@
+"""The Stripe adapter, through the real SDK against the Stripe-compatible server."""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterator
+
+import pytest
+
+from donation_processor.charge_outcome import FailureKind, PaymentFailed
+from donation_processor.rate_limiter import RateLimiter
+from donation_processor.stripe_payments import StripePayments, build_stripe_client
+from harness.bench_stripe import create_customers, stripe_client
+from harness.stripe_server import RunningStripeServer
+
+API_KEY = "sk_test_adapter"
+
+
+@pytest.fixture
+def gc_paused() -> Iterator[None]:
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+def test_declines_leave_no_reference_cycles_behind(
+    stripe_server: RunningStripeServer, gc_paused: None
+) -> None:
+    # GIVEN the adapter on the real SDK, a customer, and the cyclic garbage collector paused
+    stripe_server.state.reset()
+    customer = create_customers(stripe_client(stripe_server.url, API_KEY), 1, 1)[0]
+    payments = StripePayments(build_stripe_client(API_KEY, stripe_server.url, 10), RateLimiter(1000))
+    failures = []
+
+    # WHEN 20 charges are declined
+    for number in range(20):
+        params = {
+            "amount": 500,
+            "currency": "usd",
+            "customer": customer,
+            "payment_method": "pm_card_chargeDeclined",
+            "confirm": True,
+            "off_session": True,
+        }
+        with pytest.raises(PaymentFailed) as raised:
+            payments.create_payment_intent(params, f"adapter-decline-{number}")
+        failures.append(raised.value.failure)
+        del raised
+
+    # THEN each was classified as a decline, and reference counting alone freed everything the calls made:
+    # no SDK exception, traceback or frame (with its parameters) waits for the garbage collector
+    assert {(failure.kind, failure.code) for failure in failures} == {
+        (FailureKind.SOFT_DECLINE, "card_declined")
+    }
+    assert gc.collect() == 0
