@@ -30,9 +30,9 @@ from __future__ import annotations
 import bisect
 import itertools
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import mongomock
 from bson import ObjectId
@@ -109,7 +109,7 @@ class _SortedIndex:
         self.unusual: set[Any] = set()  # documents with a value the index cannot order: then scan
         self.sequence = itertools.count()
 
-    def put(self, document: Mapping[str, Any]) -> None:
+    def add(self, document: Mapping[str, Any]) -> None:
         key = _store_key(document)
         previous = self.current.pop(key, None)
         if previous is not None:
@@ -127,6 +127,9 @@ class _SortedIndex:
         position = (order, next(self.sequence))
         self.current[key] = position
         bisect.insort(self.entries, (*position, key), key=lambda entry: entry[:2])
+
+
+_Index = TypeVar("_Index", _UniqueIndex, _SortedIndex)
 
 
 class _StoreIndexes:
@@ -171,16 +174,19 @@ class IndexedCollection(_MongomockCollection):  # type: ignore[misc]
 
     # ---- point lookups ---------------------------------------------------------------------------------
 
-    def _unique_index(self, fields: tuple[str, ...]) -> _UniqueIndex:
-        indexes = self._indexes()
-        with indexes.lock:
-            index = indexes.unique.get(fields)
+    def _built(self, table: dict[Any, _Index], key: Any, make: Callable[[], _Index]) -> _Index:
+        """The index under `key`, built from a scan of the store on first use."""
+        with self._indexes().lock:
+            index = table.get(key)
             if index is None:
-                index = _UniqueIndex(fields)
+                index = make()
                 for document in self._documents():
                     index.add(document)
-                indexes.unique[fields] = index
+                table[key] = index
             return index
+
+    def _unique_index(self, fields: tuple[str, ...]) -> _UniqueIndex:
+        return self._built(self._indexes().unique, fields, lambda: _UniqueIndex(fields))
 
     def _lookup(self, spec: Mapping[str, Any]) -> Iterable[Any] | None:
         """The store keys that could match, or None when no index applies (then mongomock scans)."""
@@ -228,16 +234,9 @@ class IndexedCollection(_MongomockCollection):  # type: ignore[misc]
 
     def _sorted_index(self, field: str) -> _SortedIndex | None:
         indexes = self._indexes()
-        with indexes.lock:
-            if field not in indexes.sorted_fields:
-                return None
-            index = indexes.sorted.get(field)
-            if index is None:
-                index = _SortedIndex(field)
-                for document in self._documents():
-                    index.put(document)
-                indexes.sorted[field] = index
-            return index
+        if field not in indexes.sorted_fields:
+            return None
+        return self._built(indexes.sorted, field, lambda: _SortedIndex(field))
 
     def _walk_sorted(
         self, spec: Mapping[str, Any], sort: Any, projection: Any, wanted: int
@@ -283,7 +282,7 @@ class IndexedCollection(_MongomockCollection):  # type: ignore[misc]
             for unique in indexes.unique.values():
                 unique.add(new_data)
             for ordered in indexes.sorted.values():
-                ordered.put(new_data)
+                ordered.add(new_data)
         super()._ensure_uniques(new_data)
 
     def _update(self, *args: Any, **kwargs: Any) -> Any:

@@ -152,27 +152,32 @@ def test_random_operations_give_the_same_answers_with_and_without_indexes(seed: 
     assert _comparable(indexed.find()) == _comparable(plain.find())
 
 
-def test_point_operations_do_not_scan_the_collection() -> None:
+@pytest.fixture
+def tested(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Every document the indexed collections test against a filter, in order."""
+    import harness.indexed_mongomock as module
+
+    seen: list[Any] = []
+    original = module.filter_applies
+
+    def counting(filter: Any, document: Any) -> bool:
+        seen.append(document)
+        return bool(original(filter, document))
+
+    monkeypatch.setattr(module, "filter_applies", counting)
+    return seen
+
+
+def test_point_operations_do_not_scan_the_collection(tested: list[Any]) -> None:
     # GIVEN an indexed collection of 2,000 records with a unique (a, b) index
     _, indexed = _collections()
     indexed.insert_many([{"_id": f"r{n}", "a": f"a{n}", "b": "p", "s": "new"} for n in range(2000)])
-    tested: list[Any] = []
-    original = mongomock.filtering.filter_applies
-
-    def counting(filter: Any, document: Any) -> bool:
-        tested.append(document)
-        return bool(original(filter, document))
+    tested.clear()
 
     # WHEN it is updated by _id, read by $in, and upserted by its unique key, counting documents tested
-    import harness.indexed_mongomock as module
-
-    module.filter_applies = counting
-    try:
-        indexed.update_one({"_id": "r7"}, {"$set": {"s": "done"}})
-        found = list(indexed.find({"_id": {"$in": ["r1", "r2", "missing"]}}))
-        indexed.update_one({"a": "a9", "b": "p", "s": {"$ne": "done"}}, {"$set": {"s": "x"}}, upsert=True)
-    finally:
-        module.filter_applies = original
+    indexed.update_one({"_id": "r7"}, {"$set": {"s": "done"}})
+    found = list(indexed.find({"_id": {"$in": ["r1", "r2", "missing"]}}))
+    indexed.update_one({"a": "a9", "b": "p", "s": {"$ne": "done"}}, {"$set": {"s": "x"}}, upsert=True)
 
     # THEN each touched only the documents it names, yet answered correctly
     assert len(tested) <= 10  # of 2,000: the named documents, each checked again for uniqueness
@@ -181,7 +186,7 @@ def test_point_operations_do_not_scan_the_collection() -> None:
     assert indexed.find_one({"_id": "r9"})["s"] == "x"
 
 
-def test_a_sorted_limited_find_reads_only_the_front_of_the_index() -> None:
+def test_a_sorted_limited_find_reads_only_the_front_of_the_index(tested: list[Any]) -> None:
     # GIVEN 2,000 indexed documents ordered by n, of which the first 100 are taken by another run
     _, indexed = _collections()
     indexed.insert_many(
@@ -190,23 +195,12 @@ def test_a_sorted_limited_find_reads_only_the_front_of_the_index() -> None:
             for n in range(2000)
         ]
     )
-    tested: list[Any] = []
-    original = mongomock.filtering.filter_applies
-
-    def counting(filter: Any, document: Any) -> bool:
-        tested.append(document)
-        return bool(original(filter, document))
+    tested.clear()
 
     # WHEN the 50 first free documents due by n <= 1,500 are asked for, and then those due by n < 0
-    import harness.indexed_mongomock as module
-
-    module.filter_applies = counting
-    try:
-        first = list(indexed.find({"s": "new", "n": {"$lte": 1500}}, {"_id": 1}).sort("n", 1).limit(50))
-        tested_for_first = len(tested)
-        none = list(indexed.find({"s": "new", "n": {"$lt": 0}}).sort("n", 1).limit(50))
-    finally:
-        module.filter_applies = original
+    first = list(indexed.find({"s": "new", "n": {"$lte": 1500}}, {"_id": 1}).sort("n", 1).limit(50))
+    tested_for_first = len(tested)
+    none = list(indexed.find({"s": "new", "n": {"$lt": 0}}).sort("n", 1).limit(50))
 
     # THEN the answer is r100..r149 (projected to _id), found by testing 150 documents, not 2,000;
     # and the empty range stopped at once
