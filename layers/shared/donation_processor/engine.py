@@ -57,9 +57,8 @@ class EngineDependencies:
     dead_letters: DeadLetterPort
     pause_switch: PauseSwitchPort | None = None
     donor_events: DonorEventsPort | None = None
-    pacing: PacingPort | None = (
-        None  # the Stripe rate limiter; without it, concurrency assumes the configured rate
-    )
+    # The Stripe rate limiter; without it, concurrency assumes the configured rate.
+    pacing: PacingPort | None = None
 
 
 class DonationEngine:
