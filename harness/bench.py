@@ -75,9 +75,8 @@ ENGINE_LOGGER = "scheduled-donations"
 MAX_INVOCATIONS = 50
 RETRY_ATTEMPTS = 4  # STRIPE_RETRY_ATTEMPTS default: a charge is at most 5 requests
 CUSTOMER_POOL = 20
-MEMORY_SAMPLES = (
-    60  # per traced run, whatever its size: the peak of a noisy quantity depends on how often one looks
-)
+# Samples per traced run, whatever its size: the peak of a noisy quantity depends on how often one looks.
+MEMORY_SAMPLES = 60
 MEMORY_MIN_INTERVAL = 0.2
 MEMORY_PATTERNS = ("*/donation_processor/*", "*/scheduled_donations/app.py")
 # Payment methods of the seeded donations: mostly successes, a few soft and hard declines, no malformed ones
