@@ -91,16 +91,20 @@ class StripePayments:
         self._intents = client.v1.payment_intents
         self._limiter = limiter
 
-    def _call(self, operation: Any, *args: Any, **kwargs: Any) -> PaymentIntentResult:
+    def _request(self, operation: Any, *args: Any, **kwargs: Any) -> Any:
+        """One SDK call under the shared limiter; its answer fed back to the limiter either way."""
         self._limiter.acquire()
         try:
-            result = _result(operation(*args, **kwargs))
+            response = operation(*args, **kwargs)
         except stripe.StripeError as error:
             failure = self._classify(error)
         else:
             self._limiter.on_success()
-            return result
+            return response
         raise PaymentFailed(failure)  # outside the except block: no reference to the SDK's exception
+
+    def _call(self, operation: Any, *args: Any, **kwargs: Any) -> PaymentIntentResult:
+        return _result(self._request(operation, *args, **kwargs))
 
     def _classify(self, error: stripe.StripeError) -> StripeFailure:
         """Feed the limiter and classify; then drop the SDK's traceback.
@@ -144,14 +148,7 @@ class StripePayments:
         query = (
             f"metadata['scheduled_donation_id']:'{scheduled_donation_id}' AND metadata['period']:'{period}'"
         )
-        self._limiter.acquire()
-        failure: StripeFailure | None = None
-        try:
-            found = self._intents.search(params={"query": query, "limit": 10})
-        except stripe.StripeError as error:
-            failure = self._classify(error)
-        if failure is not None:
-            raise PaymentFailed(failure)  # outside the except block, as in _call
+        found = self._request(self._intents.search, params={"query": query, "limit": 10})
         intents = [_result(intent) for intent in found.data]
         # A period has at most one PaymentIntent by design; if an operator made more, trust a success.
         for wanted in ("succeeded", "processing"):
