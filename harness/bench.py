@@ -36,7 +36,7 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any, Self, cast
 
-from donation_processor.donation_store import DONATIONS, SCHEDULED
+from donation_processor.adapters.donation_store import DONATIONS, SCHEDULED
 from harness.aws_local import MotoServer, load_template, provision_local_stack, start_moto_server
 from harness.bench_mongo import CountingClient, MongoMeter, indexed_client
 from harness.bench_report import (
@@ -335,7 +335,7 @@ def run_engine(
     api_key = f"sk_test_bench_{slug}_{uuid.uuid4().hex[:6]}"
     tag = uuid.uuid4().hex[:10]
     uri = f"mongomock://localhost/bench-{tag}"
-    from donation_processor import mongo_connection
+    from donation_processor.adapters import mongo_connection
 
     raw = indexed_client(DATABASE, (SCHEDULED, DONATIONS), sorted_fields=(NEXT_RUN_AT,))
     meter = MongoMeter()
@@ -1007,7 +1007,8 @@ def render(results: BenchResults, command: str, chart: Path, output: Path) -> st
         "a record* compares the same set with the succeeded records in MongoDB.",
         "- **MongoDB round trips**: the engine's client for the bench's `mongomock://` URI is a "
         "counting proxy "
-        "placed in `donation_processor.mongo_connection`'s client cache (a measurement hook; no engine or "
+        "placed in `donation_processor.adapters.mongo_connection`'s client cache (a measurement hook; "
+        "no engine or "
         "pymongo code is patched): each collection method call is 1 round trip; a `find` is 1 for its first "
         "batch (101 documents, or its `limit`/`batch_size` if smaller) plus 1 `getMore` per further "
         "`batch_size` documents (1 for the rest when none is set). Divided by the donations run.",

@@ -4,7 +4,8 @@ mongomock has no command monitoring, so the bench hands the engine a client whos
 collections are thin proxies around mongomock's: every collection method call is one round trip, and a
 ``find`` cursor is 1 round trip for its first batch (101 documents, or fewer if ``limit``/``batch_size``
 is smaller) plus one ``getMore`` per further ``batch_size`` documents (one for the rest when no batch size
-is set, as pymongo's 16 MiB batches would). The proxy is put in ``donation_processor.mongo_connection``'s
+is set, as pymongo's 16 MiB batches would). The proxy is put in
+``donation_processor.adapters.mongo_connection``'s
 client cache for the bench's URI, so the engine's own code runs unchanged; nothing in pymongo or the
 engine is patched. The calling thread's CPU time inside each call (``time.thread_time``) is summed too:
 it is the database emulator's cost, which a real deployment pays on the MongoDB server instead.

@@ -18,7 +18,7 @@ from typing import Any
 
 import boto3
 
-from donation_processor.donor_events import DETAIL_TYPES, SOURCE
+from donation_processor.donor_event_types import DETAIL_TYPES, SOURCE
 from harness.aws_local import DUMMY_ACCESS_KEY_ID, DUMMY_SECRET_ACCESS_KEY, REGION, sqs_client
 from harness.lambda_context import LambdaLikeContext
 from harness.local_services import LocalServices, start_local_services

@@ -13,7 +13,7 @@ from typing import Any, Self
 
 from pymongo.database import Database
 
-from donation_processor.mongo_connection import get_database
+from donation_processor.adapters.mongo_connection import get_database
 from harness.aws_local import MotoServer, provision_local_stack, start_moto_server
 from harness.stripe_server import RunningStripeServer, start_stripe_server
 

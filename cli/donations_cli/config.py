@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from donation_processor.pause_switch import CACHE_SECONDS as PAUSE_CACHE_SECONDS
+from donation_processor.adapters.pause_switch import CACHE_SECONDS as PAUSE_CACHE_SECONDS
 from donations_cli.errors import UsageError
 
 __all__ = ["PAUSE_CACHE_SECONDS", "CliConfig", "StackInfo", "load_cli_config"]

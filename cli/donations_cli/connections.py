@@ -23,8 +23,8 @@ from botocore.exceptions import (
 )
 from pymongo.errors import PyMongoError
 
+from donation_processor.adapters.mongo_connection import get_database
 from donation_processor.exceptions import ConfigError
-from donation_processor.mongo_connection import get_database
 from donations_cli.config import CliConfig, StackInfo
 from donations_cli.errors import OperationalError, UsageError
 

@@ -20,7 +20,7 @@ from pymongo import UpdateOne
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
-from donation_processor.donation_store import (
+from donation_processor.adapters.donation_store import (
     DONATIONS,
     DUE_INDEX,
     RECORD_INDEX,

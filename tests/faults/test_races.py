@@ -16,10 +16,10 @@ from conftest import TestClock
 from fault_injection import check_invariants, record_scenario, seed_due
 from fault_injection import write_reliability_results as write_reliability_results  # autouse fixture
 
+from donation_processor.adapters.mongo_connection import get_database
 from donation_processor.config import load_settings
 from donation_processor.engine import DonationEngine
 from donation_processor.invocation import RunRequest
-from donation_processor.mongo_connection import get_database
 from donation_processor.summary import RunSummary
 from donation_processor.wiring import build_engine
 from harness.local_services import LocalServices

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from conftest import TestClock, read_dead_letters
 
-from donation_processor.donation_store import MongoDonationStore
+from donation_processor.adapters.donation_store import MongoDonationStore
 from donation_processor.engine import DonationEngine, EngineDependencies
 from donation_processor.invocation import RunRequest
 from donation_processor.ports import Claim

@@ -14,7 +14,7 @@ from aws_lambda_powertools.utilities.parameters import clear_caches
 from conftest import FakeLambdaContext
 
 import app
-from donation_processor.donor_events import DETAIL_TYPES
+from donation_processor.donor_event_types import DETAIL_TYPES
 from donation_processor.exceptions import PauseSwitchUnavailableError
 from harness.aws_local import client_kwargs
 from harness.donor_event_samples import create_event_sink, file_name, seed_one_of_each

@@ -9,9 +9,9 @@ import boto3
 import pytest
 from botocore.config import Config
 
+from donation_processor.adapters.run_lock import DynamoDbRunLock
 from donation_processor.exceptions import LockContendedError, LockLostError, LockUnavailableError
 from donation_processor.lease_keeper import LeaseKeeper
-from donation_processor.run_lock import DynamoDbRunLock
 from harness.aws_local import dynamodb_client
 from harness.local_services import LocalServices
 

@@ -7,9 +7,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from donation_processor.adapters.stripe_payments import StripePayments, build_stripe_client
 from donation_processor.charge_outcome import FailureKind, PaymentFailed
 from donation_processor.rate_limiter import RateLimiter
-from donation_processor.stripe_payments import StripePayments, build_stripe_client
 from harness.bench_stripe import create_customers, stripe_client
 from harness.stripe_server import RunningStripeServer
 

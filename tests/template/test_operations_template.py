@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from donation_processor import pause_switch
+from donation_processor.adapters import pause_switch
 from donation_processor.metric_names import ALL_METRICS
 from harness.aws_local import load_template
 

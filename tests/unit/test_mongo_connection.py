@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
 
-from donation_processor.mongo_connection import get_database, to_mongo_datetime
+from donation_processor.adapters.mongo_connection import get_database, to_mongo_datetime
 
 
 def test_an_aware_datetime_becomes_naive_utc() -> None:

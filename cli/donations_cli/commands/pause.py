@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import TextIO
 
-from donation_processor.pause_switch import CACHE_SECONDS, PAUSED, RUNNING
+from donation_processor.adapters.pause_switch import CACHE_SECONDS, PAUSED, RUNNING
 from donations_cli.connections import Connections, aws_errors
 from donations_cli.errors import EXIT_OK
 

@@ -39,9 +39,9 @@ from typing import TYPE_CHECKING, Any, Literal, TextIO
 from bson import ObjectId
 from pymongo.collection import Collection
 
-from donation_processor.donation_store import DONATIONS, SCHEDULED
+from donation_processor.adapters.donation_store import DONATIONS, SCHEDULED
+from donation_processor.adapters.mongo_connection import to_mongo_datetime
 from donation_processor.idempotency import confirm_key, payment_intent_key
-from donation_processor.mongo_connection import to_mongo_datetime
 from donation_processor.schedule import as_utc, period_key
 from donation_processor.validation import InvalidDonation, validate
 from donations_cli.connections import Connections, aws_errors, mongo_errors

@@ -19,10 +19,10 @@ from typing import Any, TextIO
 
 from bson import ObjectId
 
+from donation_processor.adapters.donation_store import SCHEDULED, MongoDonationStore
+from donation_processor.adapters.mongo_connection import to_mongo_datetime
 from donation_processor.currencies import STRIPE_CURRENCIES
-from donation_processor.donation_store import SCHEDULED, MongoDonationStore
 from donation_processor.exceptions import StoreError
-from donation_processor.mongo_connection import to_mongo_datetime
 from donation_processor.schedule import Frequency
 from donations_cli.connections import Connections, mongo_errors
 from donations_cli.errors import EXIT_OK, OperationalError, UsageError

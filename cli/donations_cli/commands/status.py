@@ -12,9 +12,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
 
-from donation_processor.donation_store import SCHEDULED
-from donation_processor.mongo_connection import to_mongo_datetime
-from donation_processor.pause_switch import PAUSED, RUNNING
+from donation_processor.adapters.donation_store import SCHEDULED
+from donation_processor.adapters.mongo_connection import to_mongo_datetime
+from donation_processor.adapters.pause_switch import PAUSED, RUNNING
 from donations_cli.connections import Connections, aws_errors, mongo_errors
 from donations_cli.errors import EXIT_OK, CliError
 

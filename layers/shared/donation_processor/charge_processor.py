@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from donation_processor import donor_events
+from donation_processor import donor_event_types as donor_events
 from donation_processor.backoff import backoff_delay
 from donation_processor.charge_outcome import FailureKind, PaymentFailed, StripeFailure
 from donation_processor.circuit_breaker import CircuitBreaker

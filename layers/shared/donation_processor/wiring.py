@@ -10,17 +10,17 @@ from datetime import datetime
 import boto3
 from botocore.config import Config
 
+from donation_processor.adapters.dead_letter_queue import SqsDeadLetters
+from donation_processor.adapters.donation_store import MongoDonationStore
+from donation_processor.adapters.donor_events import EventBridgeDonorEvents
+from donation_processor.adapters.mongo_connection import get_database
+from donation_processor.adapters.pause_switch import SsmPauseSwitch
+from donation_processor.adapters.run_lock import DynamoDbRunLock
+from donation_processor.adapters.stripe_payments import StripePayments, build_stripe_client
 from donation_processor.config import Settings
-from donation_processor.dead_letter_queue import SqsDeadLetters
-from donation_processor.donation_store import MongoDonationStore
-from donation_processor.donor_events import EventBridgeDonorEvents
 from donation_processor.engine import DonationEngine, EngineDependencies, utc_now
 from donation_processor.exceptions import SecretError
-from donation_processor.mongo_connection import get_database
-from donation_processor.pause_switch import SsmPauseSwitch
 from donation_processor.rate_limiter import RateLimiter
-from donation_processor.run_lock import DynamoDbRunLock
-from donation_processor.stripe_payments import StripePayments, build_stripe_client
 
 SECRET_CACHE_SECONDS = 300
 # Bounded timeouts so an unreachable endpoint fails fast; "standard" retries cover throttling blips.

@@ -16,14 +16,9 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from donation_processor.donor_event_types import SOURCE
 from donation_processor.observability import logger
 
-SOURCE = "scheduled-donations"
-CHARGE_SUCCEEDED = "Donation Charge Succeeded"
-RETRY_SCHEDULED = "Donation Retry Scheduled"
-PAYMENT_METHOD_UPDATE_REQUIRED = "Donation Payment Method Update Required"
-SCHEDULE_STOPPED = "Donation Schedule Stopped"
-DETAIL_TYPES = (CHARGE_SUCCEEDED, RETRY_SCHEDULED, PAYMENT_METHOD_UPDATE_REQUIRED, SCHEDULE_STOPPED)
 _BATCH = 10  # PutEvents takes at most 10 entries
 
 

@@ -15,8 +15,8 @@ from pymongo import ASCENDING
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
+from donation_processor.adapters.mongo_connection import to_mongo_datetime
 from donation_processor.exceptions import StoreError
-from donation_processor.mongo_connection import to_mongo_datetime
 from donation_processor.ports import Claim, Document
 
 SCHEDULED = "scheduled_donations"
