@@ -266,3 +266,41 @@ def seed_due(services: LocalServices, now: datetime, count: int, **fields: Any) 
     ]
     services.database["scheduled_donations"].insert_many(documents)
     return {document["_id"]: document["nextRunAt"] for document in documents}
+
+
+def charges_per_cycle_violations(
+    services: LocalServices, min_gap_days: int = 14
+) -> list[tuple[str, str, str]]:
+    """From Stripe's own ledger: every pair of consecutive successful charges of one scheduled donation
+    whose periods are less than `min_gap_days` apart, as (scheduled_donation_id, earlier, later) periods.
+
+    Seeded schedules are monthly, so two charges that close together are two charges in one billing cycle
+    (the same period charged twice is a gap of 0 days). A charge without the metadata fails loudly."""
+    periods: dict[str, list[datetime]] = {}
+    for charge in services.stripe.state.charges():
+        donation_id = charge.metadata.get("scheduled_donation_id")
+        period = charge.metadata.get("period")
+        assert donation_id, f"{charge.payment_intent_id} has no scheduled_donation_id metadata"
+        assert period, f"{charge.payment_intent_id} has no period metadata"
+        periods.setdefault(donation_id, []).append(datetime.strptime(period, "%Y-%m-%d"))
+    violations: list[tuple[str, str, str]] = []
+    for donation_id, dates in periods.items():
+        dates.sort()
+        for index in range(1, len(dates)):
+            earlier, later = dates[index - 1], dates[index]
+            if later - earlier < timedelta(days=min_gap_days):
+                violations.append((donation_id, f"{earlier:%Y-%m-%d}", f"{later:%Y-%m-%d}"))
+    return violations
+
+
+def unrecorded_charges(services: LocalServices) -> list[str]:
+    """PaymentIntent ids of successful Stripe charges with no succeeded record in MongoDB's donations."""
+    recorded = {
+        record.get("paymentIntentId")
+        for record in services.database["donations"].find({"status": "succeeded"}, {"paymentIntentId": 1})
+    }
+    return [
+        charge.payment_intent_id
+        for charge in services.stripe.state.charges()
+        if charge.payment_intent_id not in recorded
+    ]

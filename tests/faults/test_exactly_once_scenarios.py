@@ -8,22 +8,16 @@ list of charges against MongoDB's records and schedules.
 
 from __future__ import annotations
 
-import json
-import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FakeLambdaContext, TestClock
+from conftest import TestClock
 from fault_injection import (
-    CrashingLock,
-    CrashingStore,
     CrashSwitch,
-    DyingPayments,
     Invariants,
     SimulatedCrash,
     StallingPayments,
@@ -32,63 +26,25 @@ from fault_injection import (
     seed_due,
     write_reliability_results,  # noqa: F401 - an autouse fixture that writes the scenario ledger
 )
+from fault_runs import (
+    LEASES_EXPIRED,
+    engine_for_fixture,  # noqa: F401 - the engine_for fixture
+    invoke,
+)
 
-import app
-from donation_processor.config import load_settings
-from donation_processor.engine import DonationEngine, EngineDependencies
-from donation_processor.wiring import build_engine
+from donation_processor.engine import DonationEngine
 from harness.local_services import LocalServices
 from harness.stripe_server import Fault
 
 pytestmark = pytest.mark.faults
 
-SCHEDULED_EVENT = json.loads(Path("events/scheduled.json").read_text())
 DONATIONS = 5
-LEASES_EXPIRED = {"minutes": 16}  # past the 15-minute claim lease and the 2-minute lock lease
 
 
 @pytest.fixture
 def seeded(services: LocalServices, clock: TestClock) -> dict[Any, datetime]:
     """Five monthly donations due an hour ago; returns their original nextRunAt by id."""
     return seed_due(services, clock.now, DONATIONS)
-
-
-@pytest.fixture
-def engine_for(services: LocalServices, clock: TestClock) -> Iterator[Callable[..., DonationEngine]]:
-    """Build an engine on the real adapters, optionally wrapped with crash points or a stall."""
-    saved = dict(os.environ)
-
-    def factory(
-        switch: CrashSwitch | None = None, payments_wrapper: Callable[[Any], Any] | None = None, **env: str
-    ) -> DonationEngine:
-        environment = services.environment(**{"MAX_CONCURRENCY": "2", **env})
-        os.environ.update(environment)
-        real = build_engine(load_settings(environment), clock=clock, sleep=lambda _s: None)
-        deps = real._deps
-        payments = deps.payments
-        if payments_wrapper is not None:
-            payments = payments_wrapper(payments)
-        if switch is not None:
-            deps = EngineDependencies(
-                lock=CrashingLock(deps.lock, switch),
-                store=CrashingStore(deps.store, switch),
-                payments=DyingPayments(payments, switch),
-                dead_letters=deps.dead_letters,
-            )
-        else:
-            deps = EngineDependencies(deps.lock, deps.store, payments, deps.dead_letters)
-        return DonationEngine(real._settings, deps, clock=clock, sleep=lambda _s: None)
-
-    yield factory
-    os.environ.clear()
-    os.environ.update(saved)
-
-
-def invoke(engine: DonationEngine, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    """The real handler, with this engine as the warm container's."""
-    monkeypatch.setattr(app, "_engine", engine)
-    result: dict[str, Any] = app.lambda_handler(SCHEDULED_EVENT, FakeLambdaContext())
-    return result
 
 
 def crash_then_recover(

@@ -1,0 +1,69 @@
+"""Running the real engine in fault scenarios: an engine factory with crash points, and the real handler.
+
+Not a conftest.py on purpose, like fault_injection: test modules import what they use from it by name.
+The `engine_for` fixture is defined as `engine_for_fixture` (named "engine_for" for pytest), so a module
+imports `engine_for_fixture` and its tests take `engine_for` without shadowing an imported name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import FakeLambdaContext, TestClock
+from fault_injection import CrashingLock, CrashingStore, CrashSwitch, DyingPayments
+
+import app
+from donation_processor.config import load_settings
+from donation_processor.engine import DonationEngine
+from donation_processor.wiring import build_engine
+from harness.local_services import LocalServices
+
+SCHEDULED_EVENT = json.loads(Path("events/scheduled.json").read_text())
+LEASES_EXPIRED = {"minutes": 16}  # past the 15-minute claim lease and the 2-minute lock lease
+
+
+@pytest.fixture(name="engine_for")
+def engine_for_fixture(services: LocalServices, clock: TestClock) -> Iterator[Callable[..., DonationEngine]]:
+    """Build an engine on the real adapters, optionally wrapped with crash points or a stall."""
+    saved = dict(os.environ)
+
+    def factory(
+        switch: CrashSwitch | None = None, payments_wrapper: Callable[[Any], Any] | None = None, **env: str
+    ) -> DonationEngine:
+        environment = services.environment(**{"MAX_CONCURRENCY": "2", **env})
+        os.environ.update(environment)
+        real = build_engine(load_settings(environment), clock=clock, sleep=lambda _s: None)
+        deps = real._deps
+        payments = deps.payments
+        if payments_wrapper is not None:
+            payments = payments_wrapper(payments)
+        # The pause switch and donor events stay as configured (neither is unless its variable is set);
+        # the Stripe rate limiter's pacing is left out, so concurrency follows MAX_CONCURRENCY alone.
+        if switch is not None:
+            deps = replace(
+                deps,
+                lock=CrashingLock(deps.lock, switch),
+                store=CrashingStore(deps.store, switch),
+                payments=DyingPayments(payments, switch),
+                pacing=None,
+            )
+        else:
+            deps = replace(deps, payments=payments, pacing=None)
+        return DonationEngine(real._settings, deps, clock=clock, sleep=lambda _s: None)
+
+    yield factory
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+def invoke(engine: DonationEngine, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """The real handler, with this engine as the warm container's."""
+    monkeypatch.setattr(app, "_engine", engine)
+    result: dict[str, Any] = app.lambda_handler(SCHEDULED_EVENT, FakeLambdaContext())
+    return result
