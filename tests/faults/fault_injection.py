@@ -65,16 +65,25 @@ class CrashingStore:
         self._switch.maybe_crash("after_claim")
         return documents
 
-    def record_charge(self, record: Mapping[str, Any]) -> None:
-        self._switch.maybe_crash(
-            "before_record" if record["status"] == "succeeded" else "before_failure_record"
-        )
-        self._inner.record_charge(record)
+    def record_success(self, *args: Any) -> bool:
+        self._switch.maybe_crash("before_record")
+        won: bool = self._inner.record_success(*args)
+        return won
 
-    def complete_period(self, *args: Any) -> bool:
+    def record_pending(self, intent: Any, claim: Any, at: Any, failure: Any, now: Any) -> bool:
+        if failure is not None:
+            self._switch.maybe_crash("before_failure_record")
+        won: bool = self._inner.record_pending(intent, claim, at, failure, now)
+        return won
+
+    def record_stop(self, *args: Any) -> bool:
+        self._switch.maybe_crash("before_failure_record")
+        won: bool = self._inner.record_stop(*args)
+        return won
+
+    def advance_schedule(self, *args: Any) -> Any:
         self._switch.maybe_crash("before_advance")
-        result: bool = self._inner.complete_period(*args)
-        return result
+        return self._inner.advance_schedule(*args)
 
 
 class CrashingLock:

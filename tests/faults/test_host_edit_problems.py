@@ -115,8 +115,11 @@ def next_run(document: dict[str, Any]) -> datetime:
 
 
 def advance_to_next_run(services: LocalServices, clock: TestClock) -> None:
-    """Move the clock just past the donation's nextRunAt (when the engine said to try again)."""
-    due = next_run(the_document(services))
+    """Move the clock just past the donation's next charge: the dunning retry the engine announced on the
+    document (`nextAttemptAt`) while a period is open, else its nextRunAt."""
+    document = the_document(services)
+    retry_at = document.get("nextAttemptAt")
+    due = next_run({"nextRunAt": retry_at}) if retry_at is not None else next_run(document)
     if due > clock.now:
         clock.now = due + timedelta(minutes=1)
 

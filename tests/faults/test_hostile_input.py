@@ -324,7 +324,10 @@ def _assert_only_the_valid_donation_was_charged_and_each_broken_due_one_dead_let
         assert after["stopReason"] == "invalid_document"
         assert "pendingDeadLetter" not in after  # delivered, so no longer parked
     assert collection.count_documents({"claimedBy": {"$exists": True}}) == 0
-    assert services.database["donations"].count_documents({"scheduledDonationId": {"$ne": valid["_id"]}}) == 0
+    assert (
+        services.database["donations"].count_documents({"scheduledDonationId": {"$ne": str(valid["_id"])}})
+        == 0
+    )
 
     # exactly one dead letter per broken due document: reason invalid_document, message naming the field,
     # no operator or oversized value copied into it

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -70,11 +70,12 @@ class StoreFailingAfter:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
-    def record_charge(self, record: Mapping[str, Any]) -> None:
+    def record_success(self, *args: Any) -> bool:
         self._remaining -= 1
         if self._remaining <= 0:
             raise StoreError("simulated MongoDB outage: NotPrimaryError")
-        self._inner.record_charge(record)
+        won: bool = self._inner.record_success(*args)
+        return won
 
 
 def test_mongodb_failing_mid_batch_stops_the_run_and_a_later_run_finishes_without_double_charges(

@@ -79,7 +79,7 @@ def test_a_crash_after_stripe_succeeded_is_finished_by_the_next_run_without_a_se
     assert inside_lease.due == 0
     assert after_lease.succeeded == 1
     assert _charges(services) == [1]
-    records = list(services.database["donations"].find({"scheduledDonationId": donation_id}))
+    records = list(services.database["donations"].find({"scheduledDonationId": str(donation_id)}))
     assert [record["status"] for record in records] == ["succeeded"]
     document = services.database["scheduled_donations"].find_one({"_id": donation_id})
     assert document is not None
@@ -224,7 +224,7 @@ def test_a_soft_declined_period_is_retried_on_its_own_payment_intent_and_charged
     assert (first.failed, second.succeeded) == (1, 1)
     [charge] = services.stripe.state.charges()
     assert charge.payment_intent_id == intent_id
-    [record] = services.database["donations"].find({"scheduledDonationId": donation_id})
+    [record] = services.database["donations"].find({"scheduledDonationId": str(donation_id)})
     assert record["status"] == "succeeded"
     assert record["attempts"] == 2
     advanced = services.database["scheduled_donations"].find_one({"_id": donation_id})

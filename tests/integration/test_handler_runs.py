@@ -285,7 +285,7 @@ def test_a_soft_decline_is_not_retried_in_the_run_and_waits_for_the_dunning_sche
     assert document["paymentIntentId"].startswith("pi_")
     delay = document["nextRunAt"] - naive_utc(datetime.now(UTC))
     assert timedelta(hours=23) < delay <= timedelta(days=1)
-    record = handler_env.database["donations"].find_one({"scheduledDonationId": donation_id})
+    record = handler_env.database["donations"].find_one({"scheduledDonationId": str(donation_id)})
     assert record is not None
     assert record["status"] == "failed"
     assert record["error"]["declineCode"] == "insufficient_funds"

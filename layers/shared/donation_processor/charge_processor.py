@@ -1,52 +1,66 @@
-"""Charge one claimed scheduled donation for its current period, exactly once, and record the outcome.
+"""Carry one period's charge intent to an outcome, and apply the outcome; the rules are charge_rules.py's.
 
-Each step can be finished by a later run after a crash: the PaymentIntent is created under a key derived
-from (donation, period), so a repeat replays instead of charging; the record is an upsert under a unique
-index; the schedule moves on only with a write conditional on this run's claim.
+Order of writes, so that any crash is finished by a later run without a second charge:
+1. the intent, with the request's key and parameters, is written before the request is sent;
+2. Stripe's answer is recorded on the intent, by a write conditional on this run's lease: only the
+   writer whose write won counts the outcome, publishes the donor event and parks the dead letter;
+3. only then does the schedule document move on (or stop, or wait for the dunning retry);
+4. the intent is closed, in batches: an intent left open after step 2 is found and applied again.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
 from donation_processor import donor_event_types as donor_events
 from donation_processor.backoff import backoff_delay
-from donation_processor.charge_outcome import FailureKind, PaymentFailed, StripeFailure
+from donation_processor.charge_intent import ChargeIntent, IntentStatus
+from donation_processor.charge_outcome import PaymentFailed, StripeFailure
+from donation_processor.charge_rules import (
+    Answer,
+    Charged,
+    ChargePolicy,
+    NeedsRecheck,
+    NotFound,
+    NotYet,
+    Outcome,
+    Retrieve,
+    RetryOnSchedule,
+    ScheduleState,
+    Search,
+    Send,
+    StaysDue,
+    Step,
+    Stopped,
+    StopReason,
+    decide,
+    plan,
+)
 from donation_processor.circuit_breaker import CircuitBreaker
 from donation_processor.dead_letters import DeadLetterCourier, build_letter, plain_value
-from donation_processor.dunning import attempts_exhausted, next_attempt_at
 from donation_processor.exceptions import PaymentsUnavailableError
-from donation_processor.idempotency import confirm_key, payment_intent_key
 from donation_processor.observability import logger
 from donation_processor.ports import (
     Claim,
+    Document,
     DonationStorePort,
     DonorEventsPort,
+    ParkedLetter,
     PaymentIntentResult,
     PaymentsPort,
+    ScheduleWrite,
 )
-from donation_processor.schedule import next_run_at, period_key
+from donation_processor.schedule import following_run
 from donation_processor.summary import RunSummary
-from donation_processor.validation import ChargeableDonation, InvalidDonation, validate
+from donation_processor.validation import ScheduleView, read_schedule
 
-PROCESSING_RECHECK = timedelta(hours=1)
-# Stripe keeps idempotency keys for at least 24 hours; past this age a key may no longer replay.
-IDEMPOTENCY_WINDOW = timedelta(hours=23)
-_CONFIRMABLE = ("requires_payment_method", "requires_confirmation", "requires_action")
-
-
-@dataclass(frozen=True)
-class ChargePolicy:
-    max_attempts: int
-    dunning_schedule_days: tuple[int, ...]
-    retry_attempts: int
-    backoff_base_seconds: float = 0.5
-    backoff_cap_seconds: float = 20.0
+_MAX_STEPS = 4  # requests for one intent in one run: e.g. a lookup, then a new attempt
+_CLOSE_BATCH = 50
 
 
 @dataclass(frozen=True)
@@ -55,21 +69,31 @@ class RunContext:
     claim: Claim
     stop: threading.Event  # set when no new charge may start (time budget, circuit, lock lost)
     summary: RunSummary
+    lease_until: Callable[[], datetime]
+
+
+@dataclass(frozen=True)
+class InvalidWork:
+    """A claimed document that must not be charged."""
+
+    document: Document
+    reason: str
+
+
+@dataclass(frozen=True)
+class IntentWork:
+    """An intent to carry on: opened for a claimed schedule in this run, or found unresolved."""
+
+    intent: ChargeIntent
+    document: Document | None  # the schedule as read now; None when it was deleted
+    claimed_schedule: bool  # this run claimed the schedule document (and must let it go)
+
+
+Work = InvalidWork | IntentWork
 
 
 class _CircuitOpen(Exception):
-    """Stripe is unavailable: give the donation back untouched."""
-
-
-def _error_fields(failure: StripeFailure, now: datetime, run_id: str) -> dict[str, Any]:
-    return {
-        "type": failure.error_type,
-        "code": failure.code,
-        "declineCode": failure.decline_code,
-        "message": failure.message,
-        "at": now,
-        "runId": run_id,
-    }
+    """Stripe is unavailable: leave the intent as it is."""
 
 
 class ChargeProcessor:
@@ -92,131 +116,125 @@ class ChargeProcessor:
         self._policy = policy
         self._clock = clock
         self._sleep = sleep
+        self._to_close: list[Any] = []
+        self._close_lock = threading.Lock()
 
-    def _publish(
-        self,
-        detail_type: str,
-        document: Mapping[str, Any],
-        donation: ChargeableDonation,
-        period: str,
-        ctx: RunContext,
-        **fields: Any,
-    ) -> None:
-        """A donor-facing event: ids, amounts and reasons only. Its eventId is stable per outcome."""
-        if self._events is None:
+    # -- entry --------------------------------------------------------------------------------------------
+
+    def process(self, work: Work, ctx: RunContext) -> None:
+        if isinstance(work, InvalidWork):
+            self._reject_invalid(work, ctx)
             return
-        outcome = fields.pop("outcome")
-        self._events.publish(
-            detail_type,
-            {
-                "eventId": f"{donation.id}:{period}:{outcome}",
-                "scheduledDonationId": donation.id,
-                "donorId": plain_value(document.get("donorId")),
-                "period": period,
-                "amount": donation.amount,
-                "currency": donation.currency,
-                "runId": ctx.run_id,
-                "occurredAt": self._clock().isoformat(),
-                **fields,
-            },
-        )
-
-    def process(self, document: Mapping[str, Any], ctx: RunContext) -> None:
-        raw_id = document.get("_id")
-        log_id = str(raw_id)[:256]
         if ctx.stop.is_set():
-            self._store.release(raw_id, ctx.claim, None)
-            ctx.summary.add(skipped=1)
+            self._let_go(work, ctx)
             return
-        try:
-            donation = validate(document)
-        except InvalidDonation as error:
-            self._reject_invalid(raw_id, log_id, document, str(error), ctx)
-            return
-        period = period_key(donation.period_start)
-        attempt = donation.attempts + 1
-        try:
-            result, key = self._charge_with_retries(donation, period, attempt, ctx)
-        except _CircuitOpen:
-            self._store.release(raw_id, ctx.claim, None)
-            ctx.summary.add(skipped=1)
-            logger.info("charge not attempted: circuit open", donation_id=log_id)
-            return
-        except PaymentFailed as error:
-            self._handle_failure(raw_id, document, donation, period, attempt, error.failure, ctx)
-            return
-        self._handle_result(raw_id, document, donation, period, attempt, key, result, ctx)
-
-    # -- charging -----------------------------------------------------------------------------------------
-
-    def _attempt(
-        self, donation: ChargeableDonation, period: str, attempt: int
-    ) -> tuple[PaymentIntentResult, str]:
-        intent = self._existing_intent(donation, period)
+        intent = self._lease(work, ctx)
         if intent is None:
-            key = payment_intent_key(donation.id, period)
-            params = {
-                "amount": donation.amount,
-                "currency": donation.currency,
-                "customer": donation.customer_id,
-                "payment_method": donation.payment_method_id,
-                "confirm": True,
-                "off_session": True,
-                "automatic_payment_methods": {"enabled": True, "allow_redirects": "never"},
-                "metadata": {"scheduled_donation_id": donation.id, "period": period},
-            }
-            try:
-                return self._payments.create_payment_intent(params, key), key
-            except PaymentFailed as error:
-                # The key was used before with other parameters (the donor changed the amount or card after
-                # an unanswered attempt): the earlier PaymentIntent, if any, decides this period.
-                if error.failure.error_type != "idempotency_error":
-                    raise
-                intent = self._reconcile(donation, period, "idempotency key reused with new parameters")
-                if intent is None:
-                    raise
-        if intent.status in ("succeeded", "processing"):
-            return intent, payment_intent_key(donation.id, period)
-        if intent.status not in _CONFIRMABLE:
-            raise PaymentFailed(
-                StripeFailure(
-                    FailureKind.INVALID_REQUEST,
-                    "invalid_request_error",
-                    code=f"payment_intent_{intent.status}",
-                    message=f"the period's PaymentIntent is {intent.status} in Stripe",
-                    payment_intent_id=intent.payment_intent_id,
+            return
+        schedule = read_schedule(work.document) if work.document is not None else None
+        if intent.status is not IntentStatus.PENDING:
+            # Resolved by an earlier run that stopped before the schedule moved on: apply it, count nothing.
+            self._apply_resolved(intent, schedule)
+            return
+        self._resolve(intent, schedule, ctx)
+
+    def flush_closed(self) -> None:
+        with self._close_lock:
+            refs, self._to_close = self._to_close, []
+        self._store.close_intents(refs)
+
+    # -- leasing ------------------------------------------------------------------------------------------
+
+    def _lease(self, work: IntentWork, ctx: RunContext) -> ChargeIntent | None:
+        """The intent, leased to this run; None when another run has it or the period needs nothing."""
+        intent = work.intent
+        if intent.lease == ctx.claim:
+            return intent
+        now = self._clock()
+        schedule = read_schedule(work.document) if work.document is not None else None
+        if intent.open:
+            taken = self._store.take_intent(intent, ctx.claim, now, ctx.lease_until())
+        elif intent.status is IntentStatus.SUCCEEDED:
+            # The host moved nextRunAt back onto a period already paid: move it on again, charge nothing.
+            self._advance(intent, schedule)
+            ctx.summary.add(skipped=1)
+            return None
+        elif schedule is not None and schedule.active:
+            # A stopped period on a schedule made active again (by the host or `donations redrive`).
+            taken = self._store.reopen_intent(intent, ctx.claim, now, ctx.lease_until())
+        else:
+            taken = None
+        if taken is None:
+            if work.claimed_schedule and schedule is not None:
+                self._store.hold_schedule(schedule.raw_id, intent.period, intent.next_attempt_at)
+            ctx.summary.add(skipped=1)
+            logger.info("period left to the run that holds it", donation_id=intent.scheduled_donation_id)
+        return taken
+
+    def _let_go(self, work: IntentWork, ctx: RunContext) -> None:
+        """The run is stopping: an intent this run opened or leased stays pending for the next one."""
+        intent = work.intent
+        if intent.lease == ctx.claim and intent.status is IntentStatus.PENDING:
+            self._store.record_pending(intent, ctx.claim, intent.next_attempt_at, None, self._clock())
+        if work.claimed_schedule and work.document is not None:
+            self._store.hold_schedule(work.document.get("_id"), intent.period, intent.next_attempt_at)
+        ctx.summary.add(skipped=1)
+
+    # -- resolving ----------------------------------------------------------------------------------------
+
+    def _resolve(self, intent: ChargeIntent, schedule: ScheduleView | None, ctx: RunContext) -> None:
+        state = None if schedule is None else ScheduleState(schedule.active, schedule.payment_method_id)
+        next_step: Step | None = None
+        outcome: Outcome | None = None
+        for _ in range(_MAX_STEPS):
+            now = self._clock()
+            planned = next_step or plan(intent, state, now, self._policy)
+            next_step = None
+            if isinstance(planned, Stopped):
+                outcome = planned
+                break
+            if isinstance(planned, NotYet):
+                self._wait_for(intent, schedule, planned, ctx)
+                return
+            if isinstance(planned, Send) and planned.new:
+                if not self._store.start_attempt(intent, ctx.claim, planned.attempt):
+                    logger.warning("intent lost to a newer run", donation_id=intent.scheduled_donation_id)
+                    return
+                intent = replace(
+                    intent,
+                    attempts=(*intent.attempts, planned.attempt),
+                    next_attempt_number=planned.attempt.number + 1,
                 )
+            try:
+                answer = self._request_with_retries(planned, intent, ctx)
+            except _CircuitOpen:
+                self._store.record_pending(intent, ctx.claim, intent.next_attempt_at, None, self._clock())
+                self._hold(intent, schedule, intent.next_attempt_at)
+                ctx.summary.add(skipped=1)
+                logger.info("charge not attempted: circuit open", donation_id=intent.scheduled_donation_id)
+                return
+            decision = decide(answer, planned, intent, self._clock(), self._policy)
+            intent = decision.intent
+            for note in decision.notes:
+                logger.info("charge intent", note=note, donation_id=intent.scheduled_donation_id)
+            if decision.outcome is not None:
+                outcome = decision.outcome
+                break
+            next_step = decision.step
+        if outcome is None:
+            outcome = NeedsRecheck(
+                self._clock() + self._policy.recheck_after, intent.payment_intent_id, "no answer"
             )
-        # A later attempt: the period keeps its one PaymentIntent, so it can never be paid twice.
-        key = confirm_key(donation.id, period, max(donation.period_attempts + 1, 2))
-        params = {"payment_method": donation.payment_method_id, "off_session": True}
-        return self._payments.confirm_payment_intent(intent.payment_intent_id, params, key), key
+        self._apply(outcome, intent, schedule, ctx)
 
-    def _existing_intent(self, donation: ChargeableDonation, period: str) -> PaymentIntentResult | None:
-        """The period's PaymentIntent if one may exist: by the id we stored, or (once the creation key may
-        have expired) by its metadata. None means it is safe to create one under the period's key."""
-        if donation.payment_intent_id is not None:
-            return self._payments.retrieve_payment_intent(donation.payment_intent_id)
-        first = donation.first_attempt_at
-        if first is not None and self._clock() - first >= IDEMPOTENCY_WINDOW:
-            return self._reconcile(donation, period, "period first tried beyond the idempotency window")
-        return None
+    def _wait_for(
+        self, intent: ChargeIntent, schedule: ScheduleView | None, not_yet: NotYet, ctx: RunContext
+    ) -> None:
+        self._store.record_pending(intent, ctx.claim, not_yet.at, None, self._clock())
+        self._hold(intent, schedule, not_yet.at)
+        ctx.summary.add(skipped=1)
 
-    def _reconcile(self, donation: ChargeableDonation, period: str, why: str) -> PaymentIntentResult | None:
-        """Find the period's PaymentIntent by its metadata instead of trusting the creation key to replay."""
-        found = self._payments.find_payment_intent(donation.id, period)
-        logger.warning(
-            "reconciled by metadata search",
-            why=why,
-            donation_id=donation.id,
-            period=period,
-            found=found.payment_intent_id if found else None,
-        )
-        return found
-
-    def _charge_with_retries(
-        self, donation: ChargeableDonation, period: str, attempt: int, ctx: RunContext
-    ) -> tuple[PaymentIntentResult, str]:
+    def _request_with_retries(self, step: Step, intent: ChargeIntent, ctx: RunContext) -> Answer:
         last: StripeFailure | None = None
         for retry in range(self._policy.retry_attempts + 1):
             if retry:
@@ -228,275 +246,326 @@ class ChargeProcessor:
             if self._breaker.is_open:
                 raise _CircuitOpen
             if retry and ctx.stop.is_set():
-                break  # out of time: the donation stays due and the same key goes out next run
+                break  # out of time: the intent stays due and the same request goes out next run
             try:
-                outcome = self._attempt(donation, period, attempt)
+                answer = self._request(step, intent)
             except PaymentFailed as error:
                 failure = error.failure
-                if failure.kind is not FailureKind.TRANSIENT:
+                if not self._policy.retries_in_run(failure, 0):
                     self._breaker.record_success()  # Stripe answered: it is available
-                    raise
+                    return failure
                 last = failure
                 if failure.availability and self._breaker.record_availability_failure():
-                    logger.error("circuit opened: Stripe unavailable", donation_id=donation.id)
+                    logger.error(
+                        "circuit opened: Stripe unavailable", donation_id=intent.scheduled_donation_id
+                    )
                 logger.warning(
                     "transient Stripe failure",
-                    donation_id=donation.id,
+                    donation_id=intent.scheduled_donation_id,
                     code=failure.code,
                     http_status=failure.http_status,
                     retry=retry,
                 )
                 continue
             self._breaker.record_success()
-            return outcome
+            return answer
         if self._breaker.is_open or last is None:
             raise _CircuitOpen
-        raise PaymentFailed(last)
+        return last
 
-    # -- outcomes -----------------------------------------------------------------------------------------
+    def _request(self, step: Step, intent: ChargeIntent) -> PaymentIntentResult | NotFound:
+        if isinstance(step, Retrieve):
+            return self._payments.retrieve_payment_intent(step.payment_intent_id)
+        if isinstance(step, Search):
+            found = self._payments.find_payment_intent(intent.scheduled_donation_id, intent.period)
+            return NotFound() if found is None else found
+        assert isinstance(step, Send)
+        attempt = step.attempt
+        if attempt.creates:
+            params: dict[str, Any] = {
+                "amount": intent.amount,
+                "currency": intent.currency,
+                "customer": intent.customer_id,
+                "payment_method": attempt.payment_method_id,
+                "confirm": True,
+                "off_session": True,
+                "automatic_payment_methods": {"enabled": True, "allow_redirects": "never"},
+                "metadata": {"scheduled_donation_id": intent.scheduled_donation_id, "period": intent.period},
+            }
+            return self._payments.create_payment_intent(params, attempt.key)
+        assert intent.payment_intent_id is not None
+        return self._payments.confirm_payment_intent(
+            intent.payment_intent_id,
+            {"payment_method": attempt.payment_method_id, "off_session": True},
+            attempt.key,
+        )
 
-    def _handle_result(
-        self,
-        raw_id: Any,
-        document: Mapping[str, Any],
-        donation: ChargeableDonation,
-        period: str,
-        attempt: int,
-        key: str,
-        result: PaymentIntentResult,
-        ctx: RunContext,
+    # -- applying outcomes ----------------------------------------------------------------------------------
+
+    def _apply(
+        self, outcome: Outcome, intent: ChargeIntent, schedule: ScheduleView | None, ctx: RunContext
     ) -> None:
         now = self._clock()
-        if result.status == "succeeded":
-            self._store.record_charge(
-                {
-                    "scheduledDonationId": raw_id,
-                    "period": period,
-                    "status": "succeeded",
-                    "paymentIntentId": result.payment_intent_id,
-                    "amount": result.amount if result.amount is not None else donation.amount,
-                    "currency": result.currency or donation.currency,
-                    "idempotencyKey": key,
-                    "attempts": attempt,
-                    "runId": ctx.run_id,
-                    "createdAt": now,
-                    "updatedAt": now,
-                }
-            )
-            following = next_run_at(donation.period_start, donation.frequency, donation.anchor_day)
-            if not self._store.complete_period(raw_id, ctx.claim, following, donation.anchor_day, now):
-                logger.warning(
-                    "claim lost after a recorded charge; the newer run advances it", donation_id=donation.id
-                )
+        log = {"donation_id": intent.scheduled_donation_id, "period": intent.period}
+        if isinstance(outcome, Charged):
+            if not self._store.record_success(intent, ctx.claim, outcome, now):
+                logger.warning("charge already recorded by a newer run; not counted again", extra=log)
+                return
+            ctx.summary.add(succeeded=1)
+            ctx.summary.add_amount(outcome.currency, outcome.amount)
+            following = self._advance(intent, schedule)
             self._publish(
                 donor_events.CHARGE_SUCCEEDED,
-                document,
-                donation,
-                period,
+                intent,
                 ctx,
                 outcome="succeeded",
-                paymentIntentId=result.payment_intent_id,
-                attempts=attempt,
-                nextRunAt=following.isoformat(),
+                paymentIntentId=outcome.payment_intent_id,
+                attempts=intent.dunning_attempts + 1,
+                nextRunAt=following.isoformat() if following is not None else None,
             )
-            ctx.summary.add(succeeded=1)
-            ctx.summary.add_amount(
-                result.currency or donation.currency,
-                result.amount if result.amount is not None else donation.amount,
-            )
-            logger.info(
-                "donation charged",
-                donation_id=donation.id,
-                period=period,
-                payment_intent_id=result.payment_intent_id,
-                replayed=result.replayed,
-            )
+            self._close(intent)
+            logger.info("donation charged", payment_intent_id=outcome.payment_intent_id, extra=log)
             return
-        if result.status == "processing":
-            self._store.schedule_retry(
-                raw_id,
-                ctx.claim,
-                {
-                    "nextRunAt": now + PROCESSING_RECHECK,
-                    "periodStart": donation.period_start,
-                    "paymentIntentId": result.payment_intent_id,
-                },
+        if isinstance(outcome, NeedsRecheck):
+            rechecked = replace(
+                intent, payment_intent_id=outcome.payment_intent_id or intent.payment_intent_id
             )
-            ctx.summary.add(skipped=1)
-            logger.info("payment processing; will check again", donation_id=donation.id, period=period)
+            if self._store.record_pending(rechecked, ctx.claim, outcome.at, None, now):
+                self._hold(intent, schedule, outcome.at)
+                ctx.summary.add(skipped=1)
+                logger.info(
+                    "charge to be checked again", why=outcome.why, at=outcome.at.isoformat(), extra=log
+                )
             return
-        # requires_action and friends: an off-session charge the donor must authenticate.
-        failure = StripeFailure(
-            FailureKind.HARD_DECLINE,
-            "card_error",
-            code="authentication_required",
-            message=f"PaymentIntent needs the donor: status {result.status}",
-            payment_intent_id=result.payment_intent_id,
-        )
-        self._handle_failure(raw_id, document, donation, period, attempt, failure, ctx)
+        if isinstance(outcome, StaysDue):
+            self._stays_due(outcome, intent, schedule, ctx)
+            return
+        if isinstance(outcome, RetryOnSchedule):
+            self._retry_on_schedule(outcome, intent, schedule, ctx)
+            return
+        self._stopped(outcome, intent, schedule, ctx)
 
-    def _handle_failure(
-        self,
-        raw_id: Any,
-        document: Mapping[str, Any],
-        donation: ChargeableDonation,
-        period: str,
-        attempt: int,
-        failure: StripeFailure,
-        ctx: RunContext,
+    def _stays_due(
+        self, outcome: StaysDue, intent: ChargeIntent, schedule: ScheduleView | None, ctx: RunContext
+    ) -> None:
+        # Not the donor's failure: the intent stays due, and the same request goes out next time.
+        self._store.record_pending(intent, ctx.claim, intent.next_attempt_at, outcome.failure, self._clock())
+        self._hold(intent, schedule, intent.next_attempt_at)
+        if outcome.halts_run:
+            ctx.summary.add(skipped=1)
+            reason = outcome.failure.reason if outcome.failure is not None else "unknown"
+            raise PaymentsUnavailableError(f"Stripe refused the API key: {reason}")
+        ctx.summary.add(failed=1)
+        logger.warning(
+            "charge failed transiently; stays due",
+            donation_id=intent.scheduled_donation_id,
+            reason=outcome.failure.reason if outcome.failure is not None else None,
+        )
+
+    def _retry_on_schedule(
+        self, outcome: RetryOnSchedule, intent: ChargeIntent, schedule: ScheduleView | None, ctx: RunContext
+    ) -> None:
+        declined = replace(
+            intent, dunning_attempts=outcome.declines, payment_intent_id=outcome.payment_intent_id
+        )
+        if not self._store.record_pending(declined, ctx.claim, outcome.at, outcome.failure, self._clock()):
+            logger.warning(
+                "decline already recorded by a newer run", donation_id=intent.scheduled_donation_id
+            )
+            return
+        self._hold(intent, schedule, outcome.at)
+        ctx.summary.add(failed=1)
+        self._publish(
+            donor_events.RETRY_SCHEDULED,
+            declined,
+            ctx,
+            outcome=f"retry-{outcome.declines + 1}",
+            paymentIntentId=outcome.payment_intent_id,
+            reason=outcome.failure.reason,
+            declineCode=outcome.failure.decline_code,
+            attempts=outcome.declines,
+            maxAttempts=self._policy.max_attempts,
+            nextAttemptAt=outcome.at.isoformat(),
+        )
+        logger.info(
+            "soft decline; retry scheduled",
+            donation_id=intent.scheduled_donation_id,
+            reason=outcome.failure.reason,
+            retry_at=outcome.at.isoformat(),
+            attempts=outcome.declines,
+        )
+
+    def _stopped(
+        self, outcome: Stopped, intent: ChargeIntent, schedule: ScheduleView | None, ctx: RunContext
     ) -> None:
         now = self._clock()
-        error = _error_fields(failure, now, ctx.run_id)
-        log = {
-            "donation_id": donation.id,
-            "period": period,
-            "reason": failure.reason,
-            "kind": str(failure.kind),
-        }
-        if failure.kind is FailureKind.TRANSIENT:
-            # Not the donor's failure: the donation stays due, and the same key is sent next time.
-            self._store.release(raw_id, ctx.claim, error)
-            ctx.summary.add(failed=1)
-            logger.warning("charge failed transiently; stays due", extra=log)
+        letter = None
+        if outcome.dead_letter:
+            last = intent.last_attempt
+            letter = build_letter(
+                reason=str(outcome.reason),
+                donation_id=intent.scheduled_donation_id,
+                donor_id=intent.donor_id,
+                customer_id=intent.customer_id,
+                amount=intent.amount,
+                currency=intent.currency,
+                run_id=ctx.run_id,
+                now=now,
+                attempts=outcome.declines,
+                period=intent.period,
+                idempotency_key=last.key if last is not None else intent.creation_key,
+                failure=outcome.failure,
+                payment_intent_id=outcome.payment_intent_id,
+            )
+        if not self._store.record_stop(intent, ctx.claim, outcome, letter, now):
+            logger.warning("stop already recorded by a newer run", donation_id=intent.scheduled_donation_id)
             return
-        if failure.kind is FailureKind.FATAL:
-            self._store.release(raw_id, ctx.claim, error)
+        if outcome.reason is StopReason.SCHEDULE_INACTIVE:
             ctx.summary.add(skipped=1)
-            raise PaymentsUnavailableError(f"Stripe refused the API key: {failure.reason}")
-        key = (
-            payment_intent_key(donation.id, period)
-            if donation.payment_intent_id is None
-            else confirm_key(donation.id, period, max(donation.period_attempts + 1, 2))
-        )
-        intent_id = failure.payment_intent_id or donation.payment_intent_id
-        self._store.record_charge(
-            {
-                "scheduledDonationId": raw_id,
-                "period": period,
-                "status": "failed",
-                "paymentIntentId": intent_id,
-                "amount": donation.amount,
-                "currency": donation.currency,
-                "idempotencyKey": key,
-                "attempts": attempt,
-                "runId": ctx.run_id,
-                "error": error,
-                "createdAt": now,
-                "updatedAt": now,
-            }
-        )
-        ctx.summary.add(failed=1)
-        if failure.kind is FailureKind.SOFT_DECLINE and not attempts_exhausted(
-            attempt, self._policy.max_attempts
-        ):
-            retry_at = next_attempt_at(now, attempt, self._policy.dunning_schedule_days)
-            self._store.schedule_retry(
-                raw_id,
-                ctx.claim,
-                {
-                    "nextRunAt": retry_at,
-                    "attempts": attempt,
-                    "periodAttempts": donation.period_attempts + 1,
-                    "periodStart": donation.period_start,
-                    "paymentIntentId": intent_id,
-                    "lastError": error,
-                },
-            )
-            self._publish(
-                donor_events.RETRY_SCHEDULED,
-                document,
-                donation,
-                period,
-                ctx,
-                outcome=f"retry-{attempt + 1}",
-                paymentIntentId=intent_id,
-                reason=failure.reason,
-                declineCode=failure.decline_code,
-                attempts=attempt,
-                maxAttempts=self._policy.max_attempts,
-                nextAttemptAt=retry_at.isoformat(),
-            )
-            logger.info(
-                "soft decline; retry scheduled", retry_at=retry_at.isoformat(), attempt=attempt, extra=log
-            )
-            return
-        if failure.kind is FailureKind.SOFT_DECLINE:
-            reason, status = "attempts_exhausted", "payment_failed"
-        elif failure.kind is FailureKind.HARD_DECLINE:
-            reason, status = "hard_decline", "payment_failed"
         else:
-            reason, status = "stripe_rejected_request", "invalid"
-        letter = build_letter(
-            reason=reason,
-            document=document,
-            donation_id=donation.id,
-            run_id=ctx.run_id,
-            now=now,
-            attempts=attempt,
-            period=period,
-            idempotency_key=key,
-            failure=failure,
-        )
-        changes = {
-            "status": status,
-            "stopReason": f"{reason}:{failure.reason}",
-            "stoppedAt": now,
-            "attempts": attempt,
-            "periodAttempts": donation.period_attempts + 1,
-            "periodStart": donation.period_start,
-            "paymentIntentId": intent_id,
-            "lastError": error,
-        }
-        if self._stop_and_dead_letter(raw_id, changes, letter, ctx):
+            ctx.summary.add(failed=1)
+        if letter is not None:
+            delivered = self._courier.deliver(ParkedLetter(intent.ref, letter, in_ledger=True))
+            ctx.summary.add(**({"dead_lettered": 1} if delivered else {"dead_letters_deferred": 1}))
+        self._stop_schedule(intent, schedule, outcome)
+        if outcome.dead_letter:
             self._publish(
                 donor_events.PAYMENT_METHOD_UPDATE_REQUIRED
-                if failure.kind is FailureKind.HARD_DECLINE
+                if outcome.reason is StopReason.HARD_DECLINE
                 else donor_events.SCHEDULE_STOPPED,
-                document,
-                donation,
-                period,
+                intent,
                 ctx,
-                outcome=reason,
-                paymentIntentId=intent_id,
-                reason=reason,
-                declineCode=failure.decline_code,
-                code=failure.code,
-                attempts=attempt,
+                outcome=str(outcome.reason),
+                paymentIntentId=outcome.payment_intent_id,
+                reason=str(outcome.reason),
+                declineCode=outcome.failure.decline_code if outcome.failure else None,
+                code=outcome.failure.code if outcome.failure else None,
+                attempts=outcome.declines,
             )
-        logger.warning("schedule stopped and dead-lettered", stop_reason=reason, extra=log)
+        self._close(intent)
+        logger.warning(
+            "period stopped",
+            donation_id=intent.scheduled_donation_id,
+            period=intent.period,
+            stop_reason=str(outcome.reason),
+            reason=outcome.failure.reason if outcome.failure else None,
+        )
 
-    def _reject_invalid(
-        self, raw_id: Any, log_id: str, document: Mapping[str, Any], reason: str, ctx: RunContext
-    ) -> None:
+    # -- the schedule document ----------------------------------------------------------------------------
+
+    def _apply_resolved(self, intent: ChargeIntent, schedule: ScheduleView | None) -> None:
+        if intent.status is IntentStatus.SUCCEEDED:
+            self._advance(intent, schedule)
+        elif schedule is not None:
+            reason = intent.stop_reason or ""
+            if intent.status is IntentStatus.CANCELED and reason.startswith(StopReason.SCHEDULE_INACTIVE):
+                self._store.release_schedule(schedule.raw_id)
+            else:
+                status = (
+                    "invalid" if reason.startswith(StopReason.STRIPE_REJECTED_REQUEST) else "payment_failed"
+                )
+                self._store.stop_schedule(schedule.raw_id, intent.period, status, reason, self._clock())
+        self._close(intent)
+
+    def _advance(self, intent: ChargeIntent, schedule: ScheduleView | None) -> datetime | None:
+        """Move the schedule past the charged period, once; a host edit of nextRunAt is taken into account."""
+        for _ in range(3):
+            if schedule is None or schedule.next_run_at is None or schedule.frequency is None:
+                return None  # deleted or unreadable: the ledger holds the charge, nothing to move
+            following, anchor = following_run(
+                intent.due_at,
+                intent.seen_next_run_at,
+                schedule.next_run_at,
+                schedule.frequency,
+                schedule.anchor_day,
+            )
+            written = self._store.advance_schedule(
+                schedule.raw_id, intent.period, schedule.next_run_at, following, anchor, self._clock()
+            )
+            if written is not ScheduleWrite.CHANGED:
+                return following if written is ScheduleWrite.APPLIED else None
+            current = self._store.schedules_for([intent.scheduled_donation_id]).get(
+                intent.scheduled_donation_id
+            )
+            schedule = read_schedule(current) if current is not None else None
+        logger.warning(
+            "schedule kept changing; left for the next run", donation_id=intent.scheduled_donation_id
+        )
+        return None
+
+    def _hold(self, intent: ChargeIntent, schedule: ScheduleView | None, at: datetime) -> None:
+        if schedule is not None:
+            self._store.hold_schedule(schedule.raw_id, intent.period, at)
+
+    def _stop_schedule(self, intent: ChargeIntent, schedule: ScheduleView | None, outcome: Stopped) -> None:
+        if schedule is None:
+            return
+        if outcome.reason is StopReason.SCHEDULE_INACTIVE:
+            self._store.release_schedule(schedule.raw_id)  # the host's status stays as the host set it
+            return
+        detail = outcome.failure.reason if outcome.failure is not None else "none"
+        self._store.stop_schedule(
+            schedule.raw_id,
+            intent.period,
+            str(outcome.schedule_status),
+            f"{outcome.reason}:{detail}",
+            self._clock(),
+        )
+
+    def _close(self, intent: ChargeIntent) -> None:
+        with self._close_lock:
+            self._to_close.append(intent.ref)
+            batch = self._to_close if len(self._to_close) >= _CLOSE_BATCH else []
+            if batch:
+                self._to_close = []
+        if batch:
+            self._store.close_intents(batch)
+
+    # -- invalid documents, donor events ------------------------------------------------------------------
+
+    def _reject_invalid(self, work: InvalidWork, ctx: RunContext) -> None:
         now = self._clock()
-        attempts = document.get("attempts")
+        document = work.document
+        raw_id = document.get("_id")
+        log_id = str(raw_id)[:256]
         letter = build_letter(
             reason="invalid_document",
-            document=document,
             donation_id=log_id,
+            donor_id=document.get("donorId"),
+            customer_id=document.get("stripeCustomerId"),
+            amount=document.get("amount"),
+            currency=document.get("currency"),
             run_id=ctx.run_id,
             now=now,
-            attempts=attempts if isinstance(attempts, int) and not isinstance(attempts, bool) else 0,
-            message=reason,
+            attempts=0,
+            message=work.reason,
         )
-        changes = {
-            "status": "invalid",
-            "invalidReason": reason,
-            "stopReason": "invalid_document",
-            "stoppedAt": now,
-        }
-        self._stop_and_dead_letter(raw_id, changes, letter, ctx)
-        ctx.summary.add(invalid=1)
-        logger.warning("invalid scheduled donation; not charged", donation_id=log_id, reason=reason)
-
-    def _stop_and_dead_letter(
-        self, raw_id: Any, changes: Mapping[str, Any], letter: Mapping[str, Any], ctx: RunContext
-    ) -> bool:
-        if not self._store.stop(raw_id, ctx.claim, changes, letter):
-            logger.warning("claim lost before stopping; the newer run decides", donation_id=str(raw_id)[:256])
-            return False
-        if self._courier.deliver(raw_id, letter):
-            ctx.summary.add(dead_lettered=1)
+        if self._store.reject_invalid(raw_id, ctx.claim, work.reason, letter, now):
+            if self._courier.deliver(ParkedLetter(raw_id, letter, in_ledger=False)):
+                ctx.summary.add(dead_lettered=1)
+            else:
+                ctx.summary.add(dead_letters_deferred=1)
         else:
-            ctx.summary.add(dead_letters_deferred=1)
-        return True
+            logger.warning("claim lost before stopping; the newer run decides", donation_id=log_id)
+        ctx.summary.add(invalid=1)
+        logger.warning("invalid scheduled donation; not charged", donation_id=log_id, reason=work.reason)
+
+    def _publish(self, detail_type: str, intent: ChargeIntent, ctx: RunContext, **fields: Any) -> None:
+        """A donor-facing event: ids, amounts and reasons only. Its eventId is stable per outcome."""
+        if self._events is None:
+            return
+        outcome = fields.pop("outcome")
+        self._events.publish(
+            detail_type,
+            {
+                "eventId": f"{intent.scheduled_donation_id}:{intent.period}:{outcome}",
+                "scheduledDonationId": intent.scheduled_donation_id,
+                "donorId": plain_value(intent.donor_id),
+                "period": intent.period,
+                "amount": intent.amount,
+                "currency": intent.currency,
+                "runId": ctx.run_id,
+                "occurredAt": self._clock().isoformat(),
+                **fields,
+            },
+        )

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
 from donation_processor.charge_outcome import StripeFailure
 from donation_processor.exceptions import DeadLetterSendError, StoreError
 from donation_processor.observability import logger
-from donation_processor.ports import DeadLetterPort, DonationStorePort
+from donation_processor.ports import DeadLetterPort, DonationStorePort, ParkedLetter
 
 _MAX_TEXT = 300
 
@@ -28,8 +27,11 @@ def plain_value(value: object, limit: int = 64) -> object:
 def build_letter(
     *,
     reason: str,
-    document: Mapping[str, Any],
     donation_id: str,
+    donor_id: object,
+    customer_id: object,
+    amount: object,
+    currency: object,
     run_id: str,
     now: datetime,
     attempts: int,
@@ -37,6 +39,7 @@ def build_letter(
     idempotency_key: str | None = None,
     failure: StripeFailure | None = None,
     message: str | None = None,
+    payment_intent_id: str | None = None,
 ) -> dict[str, Any]:
     """The dead letter's JSON body. Ids, amounts and error details only: no card data, no names, no e-mail."""
     return {
@@ -44,13 +47,13 @@ def build_letter(
         "deadLetterId": f"{donation_id}:{period or 'no-period'}:{reason}:{run_id}",
         "reason": reason,
         "scheduledDonationId": donation_id,
-        "donorId": plain_value(document.get("donorId")),
-        "stripeCustomerId": plain_value(document.get("stripeCustomerId")),
-        "amount": plain_value(document.get("amount")),
-        "currency": plain_value(document.get("currency"), limit=8),
+        "donorId": plain_value(donor_id),
+        "stripeCustomerId": plain_value(customer_id),
+        "amount": plain_value(amount),
+        "currency": plain_value(currency, limit=8),
         "period": period,
         "idempotencyKey": idempotency_key,
-        "paymentIntentId": failure.payment_intent_id if failure else None,
+        "paymentIntentId": payment_intent_id or (failure.payment_intent_id if failure else None),
         "errorType": failure.error_type if failure else "invalid_document",
         "code": failure.code if failure else None,
         "declineCode": failure.decline_code if failure else None,
@@ -68,15 +71,17 @@ class DeadLetterCourier:
         self._store = store
         self._queue = queue
 
-    def deliver(self, donation_id: Any, letter: Mapping[str, Any]) -> bool:
+    def deliver(self, parked: ParkedLetter) -> bool:
         try:
-            self._queue.send(letter)
+            self._queue.send(parked.letter)
         except DeadLetterSendError as error:
             logger.warning(
-                "dead letter parked in MongoDB", donation_id=str(donation_id)[:64], error=str(error)
+                "dead letter parked in MongoDB",
+                dead_letter_id=str(parked.letter.get("deadLetterId"))[:300],
+                error=str(error),
             )
             return False
-        self._store.clear_dead_letter(donation_id, str(letter["deadLetterId"]))
+        self._store.clear_dead_letter(parked)
         return True
 
     def flush_parked(self, limit: int = 500) -> tuple[int, int]:
@@ -87,8 +92,8 @@ class DeadLetterCourier:
             logger.error("could not read parked dead letters", error=str(error))
             return 0, 0
         delivered = 0
-        for document in parked:
-            if self.deliver(document["_id"], document["pendingDeadLetter"]):
+        for letter in parked:
+            if self.deliver(letter):
                 delivered += 1
             else:
                 break  # the queue is down: the rest stays parked for the next run

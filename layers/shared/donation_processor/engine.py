@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from donation_processor.charge_processor import ChargePolicy, ChargeProcessor, RunContext
+from donation_processor.charge_processor import ChargeProcessor, RunContext, Work
+from donation_processor.charge_rules import ChargePolicy
 from donation_processor.circuit_breaker import CircuitBreaker
 from donation_processor.config import Settings
 from donation_processor.dead_letters import DeadLetterCourier
@@ -32,7 +33,6 @@ from donation_processor.observability import logger
 from donation_processor.ports import (
     Claim,
     DeadLetterPort,
-    Document,
     DonationStorePort,
     DonorEventsPort,
     LockLease,
@@ -43,6 +43,7 @@ from donation_processor.ports import (
 )
 from donation_processor.summary import RunSummary
 from donation_processor.validation import InvalidDonation, validate
+from donation_processor.work_claims import WorkClaims
 
 
 def utc_now() -> datetime:
@@ -186,8 +187,13 @@ class DonationEngine:
             events=self._deps.donor_events,
         )
         stop = threading.Event()
+        claims = WorkClaims(self._deps.store, self._clock, settings.claim_lease_seconds)
         ctx = RunContext(
-            run_id=summary.run_id, claim=Claim(summary.run_id, lease.fence), stop=stop, summary=summary
+            run_id=summary.run_id,
+            claim=Claim(summary.run_id, lease.fence),
+            stop=stop,
+            summary=summary,
+            lease_until=claims.lease_until,
         )
         margin_ms = settings.time_margin_seconds * 1000
         claimed = 0
@@ -227,14 +233,14 @@ class DonationEngine:
             (lambda: pacing.rate) if pacing is not None else (lambda: settings.stripe_max_rps),
             settings.max_concurrency,
         )
-        claimed_not_started: deque[Document] = deque()
+        claimed_not_started: deque[Work] = deque()
 
         def waited() -> float:
             return pacing.waited_by_current_thread() if pacing is not None else 0.0
 
-        def charge(document: Document) -> None:
+        def charge(work: Work) -> None:
             started, waited_before = time.monotonic(), waited()
-            processor.process(document, ctx)
+            processor.process(work, ctx)
             # Little's law wants the donation's own time: time spent queued for the limiter is not it.
             governor.record(time.monotonic() - started - (waited() - waited_before))
 
@@ -259,13 +265,11 @@ class DonationEngine:
                     room = min(room, request.limit - claimed)
                     if room <= 0:
                         break
-                now = self._clock()
-                ids = self._deps.store.find_due_ids(now, lease.fence, room, request.donation_ids)
-                if not ids:
+                # Unresolved intents first, whatever their schedules say now; then due schedules.
+                batch = claims.next_batch(ctx.claim, room, request.donation_ids)
+                if batch == []:
                     break
-                lease_until = now + timedelta(seconds=settings.claim_lease_seconds)
-                documents = self._deps.store.claim(ids, ctx.claim, now, lease_until)
-                if not documents:
+                if batch is None:
                     # Every id was taken by someone else between the query and the claim; ask again,
                     # but never spin: a second empty claim in a row ends the run.
                     empty_claims += 1
@@ -273,9 +277,9 @@ class DonationEngine:
                         break
                     continue
                 empty_claims = 0
-                claimed += len(documents)
-                summary.add(due=len(documents))
-                claimed_not_started.extend(documents)
+                claimed += len(batch)
+                summary.add(due=len(batch))
+                claimed_not_started.extend(batch)
             if reason != "completed" or fatal is not None:
                 stop.set()  # claimed donations not yet started are released untouched; in-flight ones finish
             while claimed_not_started:
@@ -288,6 +292,7 @@ class DonationEngine:
                     stop.set()
                 done, in_flight = _wait_some(in_flight)
                 collect(done)
+        processor.flush_closed()
         if fatal is not None:
             if isinstance(fatal, PaymentsUnavailableError):
                 logger.error("run stopped: Stripe refused our credentials", error=str(fatal))

@@ -10,13 +10,13 @@ def payment_intent_key(scheduled_donation_id: str, period: str) -> str:
     return f"{KEY_PREFIX}:{scheduled_donation_id}:{period}"
 
 
-def confirm_key(scheduled_donation_id: str, period: str, attempt: int) -> str:
-    """Key for re-confirming the period's PaymentIntent on a later dunning attempt.
+def attempt_key(creation_key: str, attempt: int) -> str:
+    """Key of attempt n of a period: the creation key for attempt 1, then `<creation key>:attempt-<n>`.
 
-    Stripe stores declines under their key, so a later attempt after a recorded decline needs a key of its
-    own; it is still derived, never random: every retry of that attempt sends the same key. The PaymentIntent
-    itself stays one per period, and a PaymentIntent can succeed only once.
+    Stripe stores declines under their key, so each later attempt needs a key of its own; it is derived,
+    never random, and written on the charge intent with its parameters before it is sent, so a key is
+    re-sent only with the parameters it first went out with, and never used for another attempt.
     """
-    if attempt < 2:
-        raise ValueError("attempt 1 creates the PaymentIntent; confirm keys start at attempt 2")
-    return f"{payment_intent_key(scheduled_donation_id, period)}:attempt-{attempt}"
+    if attempt < 1:
+        raise ValueError("attempts are numbered from 1")
+    return creation_key if attempt == 1 else f"{creation_key}:attempt-{attempt}"

@@ -5,7 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from donation_processor.charge_intent import Attempt, ChargeIntent, NewIntent
+    from donation_processor.charge_outcome import StripeFailure
+    from donation_processor.charge_rules import Charged, Stopped
 
 Document = Mapping[str, Any]
 
@@ -49,49 +55,152 @@ class RunLockPort(Protocol):
         """Give the lock up if this lease still owns it, keeping the run's summary for operators."""
 
 
+class ScheduleWrite(StrEnum):
+    """What became of a write to a schedule document that the host may have edited meanwhile."""
+
+    APPLIED = "applied"
+    ALREADY = "already"  # an earlier write for the same period did it
+    CHANGED = "changed"  # the host changed nextRunAt since it was read: read it again and recompute
+    GONE = "gone"  # the document was deleted
+
+
+@dataclass(frozen=True)
+class ParkedLetter:
+    """A dead letter kept in MongoDB until SQS has it: on a ledger entry, or on an invalid schedule."""
+
+    owner: Any
+    letter: Mapping[str, Any]
+    in_ledger: bool
+
+
 class DonationStorePort(Protocol):
+    """MongoDB as the engine sees it: schedules the host owns, and the charge intents the engine owns.
+
+    Only the adapter spells field names. Every write that matters is conditional: on this run's claim of
+    a schedule document, on this run's lease of an intent, or on the state it expects to change.
+    """
+
     def ensure_indexes(self) -> None:
         """Create the indexes the engine relies on."""
+
+    # -- schedules ---------------------------------------------------------------------------------------
 
     def find_due_ids(
         self, now: datetime, fence: int, limit: int, only_ids: Sequence[str] | None
     ) -> list[Any]:
-        """Ids of claimable due donations, oldest first."""
+        """Ids of claimable due schedules with no open intent, oldest first."""
 
     def claim(self, ids: Sequence[Any], claim: Claim, now: datetime, lease_until: datetime) -> list[Document]:
         """Atomically claim what is still claimable among ids and return those documents."""
+
+    def ids_with_twins(self, raw_ids: Sequence[Any]) -> set[str]:
+        """Canonical ids among raw_ids that another document shares (an ObjectId and its hex string)."""
+
+    def schedules_for(self, canonical_ids: Sequence[str]) -> dict[str, Document]:
+        """The schedule documents of these canonical ids, as they are now (deleted ones are absent)."""
 
     def iter_due(
         self, now: datetime, only_ids: Sequence[str] | None, limit: int | None
     ) -> Iterator[Document]:
         """Stream due donations without claiming them (dry run)."""
 
-    def record_charge(self, record: Mapping[str, Any]) -> None:
-        """Upsert the period's record in `donations`; a succeeded record is never downgraded."""
+    def advance_schedule(
+        self,
+        donation_id: Any,
+        period: str,
+        expected_next_run_at: datetime,
+        next_run_at: datetime,
+        anchor_day: int,
+        now: datetime,
+    ) -> ScheduleWrite:
+        """Move the schedule past a charged period, once, unless the host changed nextRunAt meanwhile."""
 
-    def complete_period(
-        self, donation_id: Any, claim: Claim, next_run_at: datetime, anchor_day: int, now: datetime
+    def hold_schedule(self, donation_id: Any, period: str, next_attempt_at: datetime) -> None:
+        """Mark the schedule as having an open intent (dunning, recheck) and drop any claim on it."""
+
+    def release_schedule(self, donation_id: Any) -> None:
+        """Drop any claim and open-period mark, leaving the host's fields as they are."""
+
+    def stop_schedule(
+        self, donation_id: Any, period: str, status: str, stop_reason: str, now: datetime
     ) -> bool:
-        """Move the schedule to its next period and release the claim; False if the claim was lost."""
-
-    def schedule_retry(self, donation_id: Any, claim: Claim, changes: Mapping[str, Any]) -> bool:
-        """Keep the donation active with a later nextRunAt and release the claim."""
-
-    def stop(
-        self, donation_id: Any, claim: Claim, changes: Mapping[str, Any], letter: Mapping[str, Any]
-    ) -> bool:
-        """Stop charging it and park a dead letter on it, in one atomic write."""
+        """Stop an active schedule after its period's intent was stopped; False if it was not active."""
 
     def release(self, donation_id: Any, claim: Claim, last_error: Mapping[str, Any] | None) -> bool:
-        """Let it go untouched (still due), keeping this run from reclaiming it."""
+        """Let a claimed schedule go untouched (still due), keeping this run from reclaiming it."""
+
+    def reject_invalid(
+        self, donation_id: Any, claim: Claim, reason: str, letter: Mapping[str, Any], now: datetime
+    ) -> bool:
+        """Mark a claimed document invalid and park its dead letter on it, in one write."""
 
     def count_overdue(self, due_before: datetime) -> int:
         """Active donations whose nextRunAt is before due_before (the job is falling behind)."""
 
-    def pending_dead_letters(self, limit: int) -> list[Document]:
-        """Donations whose dead letter has not reached the queue yet."""
+    # -- charge intents ----------------------------------------------------------------------------------
 
-    def clear_dead_letter(self, donation_id: Any, letter_id: str) -> None:
+    def open_intents(
+        self, intents: Sequence[NewIntent], claim: Claim, now: datetime, lease_until: datetime
+    ) -> list[tuple[ChargeIntent, bool]]:
+        """Write each intent (leased to this run) before any Stripe call; where the donation already has
+        an open intent, or the period already has an entry, return that one instead, with False. Same
+        order as given."""
+
+    def adopt_legacy(
+        self, intent: NewIntent, legacy_raw_id: Any, claim: Claim, now: datetime, lease_until: datetime
+    ) -> ChargeIntent | None:
+        """Turn an earlier version's `donations` record of this period into its intent, if there is one."""
+
+    def claim_intents(
+        self, now: datetime, claim: Claim, limit: int, lease_until: datetime, only_ids: Sequence[str] | None
+    ) -> list[ChargeIntent]:
+        """Lease open intents that are due (or resolved but not yet applied) and not leased by a live run."""
+
+    def take_intent(
+        self, intent: ChargeIntent, claim: Claim, now: datetime, lease_until: datetime
+    ) -> ChargeIntent | None:
+        """Lease one open intent if no live run holds it."""
+
+    def reopen_intent(
+        self, intent: ChargeIntent, claim: Claim, now: datetime, lease_until: datetime
+    ) -> ChargeIntent | None:
+        """Open a stopped period again for a schedule the host or an operator made active again."""
+
+    def start_attempt(self, intent: ChargeIntent, claim: Claim, attempt: Attempt) -> bool:
+        """Write a new attempt (key and parameters) on the intent before it is sent; False if not ours."""
+
+    def record_success(self, intent: ChargeIntent, claim: Claim, charged: Charged, now: datetime) -> bool:
+        """pending -> succeeded; True only for the writer whose conditional write won."""
+
+    def record_pending(
+        self,
+        intent: ChargeIntent,
+        claim: Claim,
+        next_attempt_at: datetime,
+        failure: StripeFailure | None,
+        now: datetime,
+    ) -> bool:
+        """Keep it pending (dunning, recheck or still due), with its attempts, and give up the lease."""
+
+    def record_stop(
+        self,
+        intent: ChargeIntent,
+        claim: Claim,
+        stopped: Stopped,
+        letter: Mapping[str, Any] | None,
+        now: datetime,
+    ) -> bool:
+        """pending -> failed or canceled, parking its dead letter in the same write."""
+
+    def close_intents(self, refs: Sequence[Any]) -> None:
+        """Mark intents whose outcome reached the schedule document as closed."""
+
+    # -- dead letters ------------------------------------------------------------------------------------
+
+    def pending_dead_letters(self, limit: int) -> list[ParkedLetter]:
+        """Dead letters that have not reached the queue yet."""
+
+    def clear_dead_letter(self, parked: ParkedLetter) -> None:
         """Forget a parked dead letter once the queue has it."""
 
 

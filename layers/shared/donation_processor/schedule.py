@@ -45,3 +45,43 @@ def next_run_at(period_start: datetime, frequency: Frequency, anchor_day: int) -
 def period_key(period_start: datetime) -> str:
     """A period is named by the UTC date its charge fell due: weekly is the shortest, so dates are unique."""
     return as_utc(period_start).date().isoformat()
+
+
+def effective_anchor(next_run: datetime, stored_anchor: int | None) -> int:
+    """The anchor day to step from: the stored one only while nextRunAt still lands on it.
+
+    The engine keeps `anchorDay` so that Jan 31 -> Feb 28 -> Mar 31. When the host moves nextRunAt to
+    another day (the donor picked the 28th), the stored day no longer fits and the new day is the anchor.
+    """
+    if stored_anchor is not None and 1 <= stored_anchor <= 31:
+        last_day = calendar.monthrange(next_run.year, next_run.month)[1]
+        if next_run.day == min(stored_anchor, last_day):
+            return stored_anchor
+    return next_run.day
+
+
+def following_run(
+    charged_due_at: datetime,
+    seen_next_run_at: datetime,
+    current_next_run_at: datetime,
+    frequency: Frequency,
+    stored_anchor: int | None,
+) -> tuple[datetime, int]:
+    """Where a schedule goes once the period that fell due at charged_due_at is charged: (nextRunAt, anchor).
+
+    seen_next_run_at is the nextRunAt the engine saw when it opened the period. Unchanged since: the next
+    period after the charged one. Edited by the host meanwhile: the host's dates win (its nextRunAt,
+    stepped by whole periods on its own day), from the first one more than half a period after the charged
+    due date. So a moved charge day never puts a second charge into the cycle just paid, and never skips one.
+    """
+    due = as_utc(charged_due_at)
+    current = as_utc(current_next_run_at)
+    if current == as_utc(seen_next_run_at):
+        anchor = effective_anchor(due, stored_anchor)
+        return next_run_at(due, frequency, anchor), anchor
+    anchor = effective_anchor(current, stored_anchor)
+    half_period = (next_run_at(due, frequency, due.day) - due) / 2
+    candidate = current
+    while candidate <= due + half_period:
+        candidate = next_run_at(candidate, frequency, anchor)
+    return candidate, anchor

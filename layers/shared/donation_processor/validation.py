@@ -21,24 +21,48 @@ _LATEST = datetime(2200, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
-class ChargeableDonation:
-    """A scheduled donation that passed validation: everything needed to charge one period."""
+class LegacyInFlight:
+    """A period an earlier version of the job left in flight on the schedule document itself.
 
-    id: str
+    Versions before the charge intent kept the period being charged on the schedule (`periodStart`,
+    `paymentIntentId`, `periodAttempts`, `periodFirstAttemptAt`); the engine adopts it into an intent once.
+    """
+
+    period_start: datetime
+    first_attempt_at: datetime | None
+    period_attempts: int
+    attempts: int
+    payment_intent_id: str | None
+
+
+@dataclass(frozen=True)
+class ChargeableDonation:
+    """A scheduled donation that passed validation: everything needed to open a period's charge intent."""
+
+    id: str  # canonical: the one text form used in keys, Stripe metadata and the ledger
+    raw_id: Any
     customer_id: str
     payment_method_id: str
     amount: int
     currency: str
     frequency: Frequency
     next_run_at: datetime
-    period_start: datetime
-    anchor_day: int
-    attempts: int
-    payment_intent_id: str | None
-    first_attempt_at: datetime | None = None
-    # Attempts made in this period in all, never reset by a redrive: it numbers the confirm keys, so a
-    # redriven period never re-sends a key Stripe stored a decline under.
-    period_attempts: int = 0
+    anchor_day: int | None
+    donor_id: str | None = None
+    legacy: LegacyInFlight | None = None
+
+
+@dataclass(frozen=True)
+class ScheduleView:
+    """A schedule document as it stands, read leniently: cancelled, edited or half-broken ones too."""
+
+    raw_id: Any
+    canonical_id: str
+    active: bool
+    payment_method_id: str | None
+    next_run_at: datetime | None
+    frequency: Frequency | None
+    anchor_day: int | None
 
 
 class InvalidDonation(ValueError):
@@ -69,6 +93,46 @@ def _datetime_field(document: Mapping[str, Any], field: str) -> datetime | None:
     return moment
 
 
+def _attempts(document: Mapping[str, Any]) -> int:
+    attempts = document.get("attempts", 0)
+    if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 0:
+        raise InvalidDonation("attempts must be a non-negative integer")
+    return attempts
+
+
+def _legacy(document: Mapping[str, Any], next_run: datetime) -> LegacyInFlight | None:
+    attempts = _attempts(document)
+    if not any(
+        field in document
+        for field in ("periodStart", "periodFirstAttemptAt", "periodAttempts", "paymentIntentId")
+    ):
+        return None
+    period_start = _datetime_field(document, "periodStart") or next_run
+    first_attempt_at = _datetime_field(document, "periodFirstAttemptAt")
+    period_attempts = document.get("periodAttempts", attempts)
+    if (
+        isinstance(period_attempts, bool)
+        or not isinstance(period_attempts, int)
+        or period_attempts < attempts
+    ):
+        raise InvalidDonation("periodAttempts must be an integer no smaller than attempts")
+    payment_intent_id = document.get("paymentIntentId")
+    if payment_intent_id is not None and not (
+        isinstance(payment_intent_id, str) and _PAYMENT_INTENT.fullmatch(payment_intent_id)
+    ):
+        raise InvalidDonation("paymentIntentId must be a Stripe PaymentIntent id (pi_…)")
+    return LegacyInFlight(period_start, first_attempt_at, period_attempts, attempts, payment_intent_id)
+
+
+def _anchor_day(document: Mapping[str, Any]) -> int | None:
+    if "anchorDay" not in document:
+        return None
+    anchor_day = document.get("anchorDay")
+    if isinstance(anchor_day, bool) or not isinstance(anchor_day, int) or not 1 <= anchor_day <= 31:
+        raise InvalidDonation("anchorDay must be a day of the month (1-31)")
+    return anchor_day
+
+
 def validate(document: Mapping[str, Any]) -> ChargeableDonation:
     """Return the chargeable view of a document or raise InvalidDonation naming the bad field."""
     donation_id = document_id(document)
@@ -92,38 +156,44 @@ def validate(document: Mapping[str, Any]) -> ChargeableDonation:
     next_run = _datetime_field(document, "nextRunAt")
     if next_run is None:
         raise InvalidDonation("nextRunAt is required (a UTC date-time)")
-    period_start = _datetime_field(document, "periodStart") or next_run
-    first_attempt_at = _datetime_field(document, "periodFirstAttemptAt")
-    attempts = document.get("attempts", 0)
-    if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 0:
-        raise InvalidDonation("attempts must be a non-negative integer")
-    period_attempts = document.get("periodAttempts", attempts)
-    if (
-        isinstance(period_attempts, bool)
-        or not isinstance(period_attempts, int)
-        or period_attempts < attempts
-    ):
-        raise InvalidDonation("periodAttempts must be an integer no smaller than attempts")
-    anchor_day = document.get("anchorDay", period_start.day)
-    if isinstance(anchor_day, bool) or not isinstance(anchor_day, int) or not 1 <= anchor_day <= 31:
-        raise InvalidDonation("anchorDay must be a day of the month (1-31)")
-    payment_intent_id = document.get("paymentIntentId")
-    if payment_intent_id is not None and not (
-        isinstance(payment_intent_id, str) and _PAYMENT_INTENT.fullmatch(payment_intent_id)
-    ):
-        raise InvalidDonation("paymentIntentId must be a Stripe PaymentIntent id (pi_…)")
+    donor = document.get("donorId")
     return ChargeableDonation(
         id=donation_id,
+        raw_id=document.get("_id"),
         customer_id=customer,
         payment_method_id=payment_method,
         amount=amount,
         currency=currency,
         frequency=Frequency(frequency),
         next_run_at=next_run,
-        period_start=period_start,
-        anchor_day=anchor_day,
-        attempts=attempts,
-        payment_intent_id=payment_intent_id,
-        first_attempt_at=first_attempt_at,
-        period_attempts=period_attempts,
+        anchor_day=_anchor_day(document),
+        donor_id=donor[:64] if isinstance(donor, str) else None,
+        legacy=_legacy(document, next_run),
+    )
+
+
+def read_schedule(document: Mapping[str, Any]) -> ScheduleView:
+    """What the engine needs of a schedule to finish a period: anything malformed reads as absent."""
+    raw = document.get("_id")
+    payment_method = document.get("stripePaymentMethodId")
+    frequency = document.get("frequency")
+    anchor = document.get("anchorDay")
+    try:
+        next_run = _datetime_field(document, "nextRunAt")
+    except InvalidDonation:
+        next_run = None
+    return ScheduleView(
+        raw_id=raw,
+        canonical_id=str(raw),
+        active=document.get("status") == "active",
+        payment_method_id=payment_method
+        if isinstance(payment_method, str) and _PAYMENT_METHOD.fullmatch(payment_method)
+        else None,
+        next_run_at=next_run,
+        frequency=Frequency(frequency)
+        if isinstance(frequency, str) and frequency in Frequency.__members__.values()
+        else None,
+        anchor_day=anchor
+        if isinstance(anchor, int) and not isinstance(anchor, bool) and 1 <= anchor <= 31
+        else None,
     )

@@ -1,7 +1,9 @@
-"""MongoDB adapter: claim due scheduled donations with leases and write outcomes conditionally on the claim.
+"""MongoDB adapter: schedules the host owns, charge intents the engine owns; every write conditional.
 
-Only operations that both pymongo against a real server and mongomock honour are used (no bulk_write,
-no aggregation-pipeline updates); the contract tests prove each one on both.
+The only module that spells field names. Only operations that both pymongo against a real server and
+mongomock honour are used (`insert_many` unordered, `update_one`, `update_many`, `find` with sort and
+limit, `count_documents`, partial unique indexes; no `bulk_write`, no pipeline updates); the contract tests
+prove each one on both.
 """
 
 from __future__ import annotations
@@ -12,19 +14,42 @@ from typing import Any
 
 from bson import ObjectId
 from pymongo import ASCENDING
+from pymongo.collection import Collection
 from pymongo.database import Database
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 
 from donation_processor.adapters.mongo_connection import to_mongo_datetime
+from donation_processor.charge_intent import Attempt, AttemptOutcome, ChargeIntent, IntentStatus, NewIntent
+from donation_processor.charge_outcome import StripeFailure
+from donation_processor.charge_rules import Charged, Stopped
 from donation_processor.exceptions import StoreError
-from donation_processor.ports import Claim, Document
+from donation_processor.ports import Claim, Document, ParkedLetter, ScheduleWrite
+from donation_processor.schedule import as_utc
 
 SCHEDULED = "scheduled_donations"
 DONATIONS = "donations"
 DUE_INDEX = "due_by_status_and_next_run"
 RECORD_INDEX = "one_record_per_period"
+OPEN_INTENT_INDEX = "one_open_intent_per_donation"
+OPEN_DUE_INDEX = "open_intents_by_next_attempt"
 PENDING_LETTER_INDEX = "pending_dead_letters"
+INTENT_SCHEMA = 2
 _CLAIM_FIELDS = {"claimedBy": "", "claimExpiresAt": ""}
+# What versions before the charge intent kept on the schedule document while a period was in flight.
+LEGACY_IN_FLIGHT_FIELDS = (
+    "periodStart",
+    "periodFirstAttemptAt",
+    "periodAttempts",
+    "paymentIntentId",
+    "attempts",
+)
+_DONE_WITH_PERIOD = {
+    **_CLAIM_FIELDS,
+    "openPeriod": "",
+    "nextAttemptAt": "",
+    "lastError": "",
+    **dict.fromkeys(LEGACY_IN_FLIGHT_FIELDS, ""),
+}
 
 
 def _query_ids(ids: Sequence[str]) -> list[Any]:
@@ -32,15 +57,116 @@ def _query_ids(ids: Sequence[str]) -> list[Any]:
     values: list[Any] = []
     for value in ids:
         values.append(value)
-        if ObjectId.is_valid(value):
+        if len(value) == 24 and ObjectId.is_valid(value):
             values.append(ObjectId(value))
     return values
 
 
+def _twin(raw: Any) -> Any | None:
+    """The other spelling of the same id: a 24-hex string for an ObjectId, and the reverse."""
+    if isinstance(raw, ObjectId):
+        return str(raw)
+    if isinstance(raw, str) and len(raw) == 24 and ObjectId.is_valid(raw) and str(ObjectId(raw)) == raw:
+        return ObjectId(raw)
+    return None
+
+
+def _failed(action: str, error: PyMongoError) -> StoreError:
+    return StoreError(f"{action} failed: {type(error).__name__}")
+
+
+def _error_fields(failure: StripeFailure, now: datetime, run_id: str) -> dict[str, Any]:
+    return {
+        "type": failure.error_type,
+        "code": failure.code,
+        "declineCode": failure.decline_code,
+        "message": failure.message,
+        "at": to_mongo_datetime(now),
+        "runId": run_id,
+    }
+
+
+def _attempt_document(attempt: Attempt) -> dict[str, Any]:
+    return {
+        "number": attempt.number,
+        "key": attempt.key,
+        "paymentMethodId": attempt.payment_method_id,
+        "sentAt": to_mongo_datetime(attempt.sent_at),
+        "creates": attempt.creates,
+        "outcome": None if attempt.outcome is None else str(attempt.outcome),
+        "reason": attempt.reason,
+    }
+
+
+def _attempt(document: Mapping[str, Any]) -> Attempt:
+    outcome = document.get("outcome")
+    return Attempt(
+        number=int(document["number"]),
+        key=str(document["key"]),
+        payment_method_id=str(document["paymentMethodId"]),
+        sent_at=as_utc(document["sentAt"]),
+        creates=bool(document.get("creates")),
+        outcome=None if outcome is None else AttemptOutcome(outcome),
+        reason=document.get("reason"),
+    )
+
+
+def _intent(document: Mapping[str, Any]) -> ChargeIntent:
+    lease = document.get("lease") or {}
+    run_id = lease.get("runId")
+    expires = lease.get("expiresAt")
+    return ChargeIntent(
+        ref=document["_id"],
+        scheduled_donation_id=str(document["scheduledDonationId"]),
+        period=str(document["period"]),
+        due_at=as_utc(document["dueAt"]),
+        seen_next_run_at=as_utc(document.get("scheduleNextRunAt") or document["dueAt"]),
+        amount=int(document["amount"]),
+        currency=str(document["currency"]),
+        customer_id=str(document["stripeCustomerId"]),
+        payment_method_id=str(document["paymentMethodId"]),
+        creation_key=str(document["idempotencyKey"]),
+        status=IntentStatus(document["status"]),
+        attempts=tuple(_attempt(entry) for entry in document.get("attemptLog") or ()),
+        next_attempt_number=int(document.get("nextAttemptNumber", 2)),
+        dunning_attempts=int(document.get("attempts", 0)),
+        next_attempt_at=as_utc(document.get("nextAttemptAt") or document["updatedAt"]),
+        created_at=as_utc(document["createdAt"]),
+        payment_intent_id=document.get("paymentIntentId"),
+        open="openFor" in document,
+        lease=Claim(run_id, int(lease["fence"])) if run_id is not None and "fence" in lease else None,
+        lease_expires_at=as_utc(expires) if isinstance(expires, datetime) else None,
+        donor_id=document.get("donorId"),
+        stop_reason=document.get("stopReason"),
+    )
+
+
+def _lease(claim: Claim, lease_until: datetime) -> dict[str, Any]:
+    return {"runId": claim.run_id, "fence": claim.fence, "expiresAt": to_mongo_datetime(lease_until)}
+
+
+def _free_lease(now: datetime, fence: int) -> list[dict[str, Any]]:
+    """No live run holds it, and no run at this fence or a newer one has had it."""
+    moment = to_mongo_datetime(now)
+    return [
+        {"$or": [{"lease.expiresAt": None}, {"lease.expiresAt": {"$lte": moment}}]},
+        {"$or": [{"lease.fence": None}, {"lease.fence": {"$lt": fence}}]},
+    ]
+
+
+def _leased_to(intent: ChargeIntent, claim: Claim) -> dict[str, Any]:
+    return {
+        "_id": intent.ref,
+        "status": str(IntentStatus.PENDING),
+        "lease.runId": claim.run_id,
+        "lease.fence": claim.fence,
+    }
+
+
 class MongoDonationStore:
     def __init__(self, database: Database[Any]) -> None:
-        self._scheduled = database[SCHEDULED]
-        self._donations = database[DONATIONS]
+        self._scheduled: Collection[Any] = database[SCHEDULED]
+        self._donations: Collection[Any] = database[DONATIONS]
         self._indexes_ready = False
 
     def ensure_indexes(self) -> None:
@@ -54,9 +180,21 @@ class MongoDonationStore:
             self._donations.create_index(
                 [("scheduledDonationId", ASCENDING), ("period", ASCENDING)], name=RECORD_INDEX, unique=True
             )
+            # A donation never has two periods in flight: a second open intent is refused by the database.
+            # `openFor` (the donation's id) exists only while an intent is open; a sparse unique index
+            # behaves the same on MongoDB and mongomock, where a partial one does not.
+            self._donations.create_index(
+                [("openFor", ASCENDING)], name=OPEN_INTENT_INDEX, unique=True, sparse=True
+            )
+            self._donations.create_index([("nextAttemptAt", ASCENDING)], name=OPEN_DUE_INDEX, sparse=True)
+            self._donations.create_index(
+                [("pendingDeadLetter.deadLetterId", ASCENDING)], name=PENDING_LETTER_INDEX, sparse=True
+            )
         except PyMongoError as error:
-            raise StoreError(f"creating indexes failed: {type(error).__name__}") from error
+            raise _failed("creating indexes", error) from error
         self._indexes_ready = True
+
+    # -- schedules ---------------------------------------------------------------------------------------
 
     @staticmethod
     def _claimable(now: datetime, fence: int) -> dict[str, Any]:
@@ -64,6 +202,7 @@ class MongoDonationStore:
         return {
             "status": "active",
             "nextRunAt": {"$lte": moment},
+            "openPeriod": None,  # a period in flight is resolved through its intent, not claimed again
             "$and": [
                 {"$or": [{"claimExpiresAt": None}, {"claimExpiresAt": {"$lte": moment}}]},
                 # A fence at or above ours means this run (or a newer one) already had it.
@@ -81,7 +220,7 @@ class MongoDonationStore:
             cursor = self._scheduled.find(query, {"_id": 1}).sort("nextRunAt", ASCENDING).limit(limit)
             return [document["_id"] for document in cursor]
         except PyMongoError as error:
-            raise StoreError(f"finding due donations failed: {type(error).__name__}") from error
+            raise _failed("finding due donations", error) from error
 
     def claim(self, ids: Sequence[Any], claim: Claim, now: datetime, lease_until: datetime) -> list[Document]:
         if not ids:
@@ -97,10 +236,7 @@ class MongoDonationStore:
                         "claimFence": claim.fence,
                         "claimExpiresAt": to_mongo_datetime(lease_until),
                         "lastClaimedAt": to_mongo_datetime(now),
-                    },
-                    # When this period was first tried: past Stripe's idempotency window, a retry must look
-                    # the PaymentIntent up instead of trusting the key to replay.
-                    "$min": {"periodFirstAttemptAt": to_mongo_datetime(now)},
+                    }
                 },
             )
             return list(
@@ -109,12 +245,38 @@ class MongoDonationStore:
                 )
             )
         except PyMongoError as error:
-            raise StoreError(f"claiming donations failed: {type(error).__name__}") from error
+            raise _failed("claiming donations", error) from error
+
+    def ids_with_twins(self, raw_ids: Sequence[Any]) -> set[str]:
+        twins = [twin for twin in map(_twin, raw_ids) if twin is not None]
+        if not twins:
+            return set()
+        try:
+            return {
+                str(document["_id"]) for document in self._scheduled.find({"_id": {"$in": twins}}, {"_id": 1})
+            }
+        except PyMongoError as error:
+            raise _failed("looking for documents sharing an id", error) from error
+
+    def schedules_for(self, canonical_ids: Sequence[str]) -> dict[str, Document]:
+        if not canonical_ids:
+            return {}
+        try:
+            return {
+                str(document["_id"]): document
+                for document in self._scheduled.find({"_id": {"$in": _query_ids(canonical_ids)}})
+            }
+        except PyMongoError as error:
+            raise _failed("reading schedules", error) from error
 
     def iter_due(
         self, now: datetime, only_ids: Sequence[str] | None, limit: int | None
     ) -> Iterator[Document]:
-        query: dict[str, Any] = {"status": "active", "nextRunAt": {"$lte": to_mongo_datetime(now)}}
+        query: dict[str, Any] = {
+            "status": "active",
+            "nextRunAt": {"$lte": to_mongo_datetime(now)},
+            "openPeriod": None,
+        }
         if only_ids is not None:
             query["_id"] = {"$in": _query_ids(only_ids)}
         try:
@@ -123,111 +285,490 @@ class MongoDonationStore:
                 cursor = cursor.limit(limit)
             yield from cursor
         except PyMongoError as error:
-            raise StoreError(f"reading due donations failed: {type(error).__name__}") from error
+            raise _failed("reading due donations", error) from error
 
-    def record_charge(self, record: Mapping[str, Any]) -> None:
-        key = {"scheduledDonationId": record["scheduledDonationId"], "period": record["period"]}
-        fields = _mongo_values({name: value for name, value in record.items() if name not in key})
-        created_at = fields.pop("createdAt")
-        if record["status"] != "succeeded":
-            # Never downgrade a success: the filter skips it, and the upsert then hits the unique index.
-            key = {**key, "status": {"$ne": "succeeded"}}
+    def _update_schedule(self, query: Mapping[str, Any], update: Mapping[str, Any]) -> bool:
         try:
-            self._donations.update_one(
-                key,
-                {"$set": fields, "$setOnInsert": {"createdAt": created_at}},
-                upsert=True,
-            )
-        except DuplicateKeyError:
-            return
+            result = self._scheduled.update_one(dict(query), dict(update))
         except PyMongoError as error:
-            raise StoreError(f"recording the charge failed: {type(error).__name__}") from error
-
-    def _update_claimed(self, donation_id: Any, claim: Claim, update: Mapping[str, Any]) -> bool:
-        try:
-            result = self._scheduled.update_one(
-                {"_id": donation_id, "claimedBy": claim.run_id, "claimFence": claim.fence}, dict(update)
-            )
-        except PyMongoError as error:
-            raise StoreError(f"updating the scheduled donation failed: {type(error).__name__}") from error
+            raise _failed("updating the scheduled donation", error) from error
         return result.matched_count == 1
 
-    def complete_period(
-        self, donation_id: Any, claim: Claim, next_run_at: datetime, anchor_day: int, now: datetime
-    ) -> bool:
-        return self._update_claimed(
-            donation_id,
-            claim,
+    def advance_schedule(
+        self,
+        donation_id: Any,
+        period: str,
+        expected_next_run_at: datetime,
+        next_run_at: datetime,
+        anchor_day: int,
+        now: datetime,
+    ) -> ScheduleWrite:
+        moved = self._update_schedule(
+            {
+                "_id": donation_id,
+                "nextRunAt": to_mongo_datetime(expected_next_run_at),
+                "lastChargedPeriod": {"$ne": period},
+            },
             {
                 "$set": {
                     "nextRunAt": to_mongo_datetime(next_run_at),
                     "anchorDay": anchor_day,
-                    "attempts": 0,
+                    "lastChargedPeriod": period,
                     "lastChargedAt": to_mongo_datetime(now),
                 },
-                "$unset": {
-                    **_CLAIM_FIELDS,
-                    "periodStart": "",
-                    "periodFirstAttemptAt": "",
-                    "periodAttempts": "",
-                    "paymentIntentId": "",
-                    "lastError": "",
-                },
+                "$unset": _DONE_WITH_PERIOD,
             },
         )
+        if moved:
+            return ScheduleWrite.APPLIED
+        try:
+            current = self._scheduled.find_one({"_id": donation_id}, {"lastChargedPeriod": 1})
+        except PyMongoError as error:
+            raise _failed("reading the scheduled donation", error) from error
+        if current is None:
+            return ScheduleWrite.GONE
+        if current.get("lastChargedPeriod") == period:
+            return ScheduleWrite.ALREADY
+        return ScheduleWrite.CHANGED
 
-    def schedule_retry(self, donation_id: Any, claim: Claim, changes: Mapping[str, Any]) -> bool:
-        return self._update_claimed(
-            donation_id, claim, {"$set": _mongo_values(changes), "$unset": dict(_CLAIM_FIELDS)}
-        )
-
-    def stop(
-        self, donation_id: Any, claim: Claim, changes: Mapping[str, Any], letter: Mapping[str, Any]
-    ) -> bool:
-        return self._update_claimed(
-            donation_id,
-            claim,
+    def hold_schedule(self, donation_id: Any, period: str, next_attempt_at: datetime) -> None:
+        self._update_schedule(
+            {"_id": donation_id},
             {
-                "$set": {**_mongo_values(changes), "pendingDeadLetter": dict(letter)},
-                "$unset": dict(_CLAIM_FIELDS),
+                "$set": {"openPeriod": period, "nextAttemptAt": to_mongo_datetime(next_attempt_at)},
+                "$unset": {**_CLAIM_FIELDS, **dict.fromkeys(LEGACY_IN_FLIGHT_FIELDS, "")},
             },
+        )
+
+    def stop_schedule(
+        self, donation_id: Any, period: str, status: str, stop_reason: str, now: datetime
+    ) -> bool:
+        stopped = self._update_schedule(
+            {"_id": donation_id, "status": "active"},
+            {
+                "$set": {
+                    "status": status,
+                    "stopReason": stop_reason,
+                    "stoppedAt": to_mongo_datetime(now),
+                    "stoppedPeriod": period,
+                },
+                "$unset": _DONE_WITH_PERIOD,
+            },
+        )
+        if not stopped:  # the host cancelled it meanwhile: its status stays the host's
+            self._update_schedule({"_id": donation_id}, {"$unset": _DONE_WITH_PERIOD})
+        return stopped
+
+    def release_schedule(self, donation_id: Any) -> None:
+        self._update_schedule(
+            {"_id": donation_id}, {"$unset": {**_CLAIM_FIELDS, "openPeriod": "", "nextAttemptAt": ""}}
         )
 
     def release(self, donation_id: Any, claim: Claim, last_error: Mapping[str, Any] | None) -> bool:
         update: dict[str, Any] = {"$unset": dict(_CLAIM_FIELDS)}
         if last_error is not None:
-            update["$set"] = {"lastError": _mongo_values(last_error)}
-        return self._update_claimed(donation_id, claim, update)
+            update["$set"] = {
+                "lastError": {
+                    key: to_mongo_datetime(value) if isinstance(value, datetime) else value
+                    for key, value in last_error.items()
+                }
+            }
+        return self._update_schedule(
+            {"_id": donation_id, "claimedBy": claim.run_id, "claimFence": claim.fence}, update
+        )
+
+    def reject_invalid(
+        self, donation_id: Any, claim: Claim, reason: str, letter: Mapping[str, Any], now: datetime
+    ) -> bool:
+        return self._update_schedule(
+            {"_id": donation_id, "claimedBy": claim.run_id, "claimFence": claim.fence},
+            {
+                "$set": {
+                    "status": "invalid",
+                    "invalidReason": reason,
+                    "stopReason": "invalid_document",
+                    "stoppedAt": to_mongo_datetime(now),
+                    "pendingDeadLetter": dict(letter),
+                },
+                "$unset": dict(_CLAIM_FIELDS),
+            },
+        )
 
     def count_overdue(self, due_before: datetime) -> int:
+        moment = to_mongo_datetime(due_before)
         try:
-            return self._scheduled.count_documents(
-                {"status": "active", "nextRunAt": {"$lt": to_mongo_datetime(due_before)}}
+            schedules = self._scheduled.count_documents(
+                {"status": "active", "nextRunAt": {"$lt": moment}, "openPeriod": None}
+            )
+            intents = self._donations.count_documents({"nextAttemptAt": {"$lt": moment}})
+        except PyMongoError as error:
+            raise _failed("counting overdue donations", error) from error
+        return schedules + intents
+
+    # -- charge intents ----------------------------------------------------------------------------------
+
+    def _new_intent_document(
+        self, intent: NewIntent, claim: Claim, now: datetime, lease_until: datetime
+    ) -> dict[str, Any]:
+        moment = to_mongo_datetime(now)
+        document: dict[str, Any] = {
+            "_id": ObjectId(),
+            "schema": INTENT_SCHEMA,
+            "scheduledDonationId": intent.scheduled_donation_id,
+            "period": intent.period,
+            "status": str(IntentStatus.PENDING),
+            "openFor": intent.scheduled_donation_id,
+            "dueAt": to_mongo_datetime(intent.due_at),
+            "scheduleNextRunAt": to_mongo_datetime(intent.seen_next_run_at),
+            "amount": intent.amount,
+            "currency": intent.currency,
+            "stripeCustomerId": intent.customer_id,
+            "paymentMethodId": intent.payment_method_id,
+            "idempotencyKey": intent.creation_key,
+            "attemptLog": [_attempt_document(attempt) for attempt in intent.attempts],
+            "nextAttemptNumber": intent.next_attempt_number,
+            "attempts": intent.dunning_attempts,
+            "nextAttemptAt": moment,
+            "lease": _lease(claim, lease_until),
+            "donorId": intent.donor_id,
+            "runId": claim.run_id,
+            "createdAt": moment,
+            "updatedAt": moment,
+        }
+        if intent.payment_intent_id is not None:
+            document["paymentIntentId"] = intent.payment_intent_id
+        return document
+
+    def open_intents(
+        self, intents: Sequence[NewIntent], claim: Claim, now: datetime, lease_until: datetime
+    ) -> list[tuple[ChargeIntent, bool]]:
+        if not intents:
+            return []
+        documents = [self._new_intent_document(intent, claim, now, lease_until) for intent in intents]
+        refused: set[int] = set()
+        try:
+            self._donations.insert_many(documents, ordered=False)
+        except BulkWriteError as error:
+            write_errors = error.details.get("writeErrors", [])
+            if any(entry.get("code") != 11000 for entry in write_errors):
+                raise _failed("writing charge intents", error) from error
+            refused = {int(entry["index"]) for entry in write_errors}
+        except PyMongoError as error:
+            raise _failed("writing charge intents", error) from error
+        existing = self._existing_for([intents[index] for index in sorted(refused)])
+        opened: list[tuple[ChargeIntent, bool]] = []
+        for index, document in enumerate(documents):
+            if index in refused:
+                found = existing.get(intents[index].scheduled_donation_id)
+                if found is None:
+                    raise StoreError("a charge intent was refused as a duplicate but none was found")
+                opened.append((found, False))
+            else:
+                opened.append((_intent(document), True))
+        return opened
+
+    def _existing_for(self, intents: Sequence[NewIntent]) -> dict[str, ChargeIntent]:
+        """The entry that blocked each refused intent: the donation's open intent, else the period's entry."""
+        if not intents:
+            return {}
+        ids = [intent.scheduled_donation_id for intent in intents]
+        wanted = {intent.scheduled_donation_id: intent.period for intent in intents}
+        try:
+            found = list(
+                self._donations.find(
+                    {
+                        "scheduledDonationId": {"$in": ids},
+                        "$or": [{"openFor": {"$in": ids}}, {"period": {"$in": list(set(wanted.values()))}}],
+                    }
+                )
             )
         except PyMongoError as error:
-            raise StoreError(f"counting overdue donations failed: {type(error).__name__}") from error
+            raise _failed("reading charge intents", error) from error
+        chosen: dict[str, ChargeIntent] = {}
+        for document in found:
+            donation_id = str(document["scheduledDonationId"])
+            if "openFor" in document or (
+                document.get("period") == wanted.get(donation_id) and donation_id not in chosen
+            ):
+                chosen[donation_id] = _legacy_safe(document)
+        return chosen
 
-    def pending_dead_letters(self, limit: int) -> list[Document]:
+    def adopt_legacy(
+        self, intent: NewIntent, legacy_raw_id: Any, claim: Claim, now: datetime, lease_until: datetime
+    ) -> ChargeIntent | None:
+        """Turn what an earlier version left for this period into an intent (see README, migration).
+
+        Earlier versions wrote a `donations` record per period keyed by the raw id; a succeeded one means the
+        period is paid (only the schedule is behind), a failed one is a period still in dunning. Returns
+        None when there is no such record: the caller opens the intent as usual.
+        """
         try:
-            cursor = self._scheduled.find(
-                {"pendingDeadLetter.deadLetterId": {"$exists": True}}, {"pendingDeadLetter": 1}
-            ).limit(limit)
-            return list(cursor)
+            record = self._donations.find_one(
+                {
+                    "scheduledDonationId": {"$in": [legacy_raw_id, intent.scheduled_donation_id]},
+                    "period": intent.period,
+                    "schema": None,
+                }
+            )
+            if record is None:
+                return None
+            fields = self._new_intent_document(intent, claim, now, lease_until)
+            fields.pop("_id")
+            fields.pop("createdAt")
+            if record.get("status") == str(IntentStatus.SUCCEEDED):
+                for kept in ("status", "amount", "currency", "paymentIntentId"):
+                    if kept in record:
+                        fields[kept] = record[kept]
+                fields["resolvedAt"] = to_mongo_datetime(now)
+            self._donations.update_one({"_id": record["_id"], "schema": None}, {"$set": fields})
+            adopted = self._donations.find_one({"_id": record["_id"]})
+        except DuplicateKeyError:
+            return None
         except PyMongoError as error:
-            raise StoreError(f"reading parked dead letters failed: {type(error).__name__}") from error
+            raise _failed("adopting an earlier version's record", error) from error
+        return None if adopted is None else _intent(adopted)
 
-    def clear_dead_letter(self, donation_id: Any, letter_id: str) -> None:
+    def claim_intents(
+        self, now: datetime, claim: Claim, limit: int, lease_until: datetime, only_ids: Sequence[str] | None
+    ) -> list[ChargeIntent]:
+        query: dict[str, Any] = {
+            "openFor": {"$exists": True},
+            "nextAttemptAt": {"$lte": to_mongo_datetime(now)},
+            "$and": _free_lease(now, claim.fence),
+        }
+        if only_ids is not None:
+            query["scheduledDonationId"] = {"$in": list(only_ids)}
         try:
-            self._scheduled.update_one(
-                {"_id": donation_id, "pendingDeadLetter.deadLetterId": letter_id},
+            ids = [
+                document["_id"]
+                for document in self._donations.find(query, {"_id": 1})
+                .sort("nextAttemptAt", ASCENDING)
+                .limit(limit)
+            ]
+            if not ids:
+                return []
+            self._donations.update_many(
+                {**query, "_id": {"$in": ids}}, {"$set": {"lease": _lease(claim, lease_until)}}
+            )
+            leased = self._donations.find(
+                {"_id": {"$in": ids}, "lease.runId": claim.run_id, "lease.fence": claim.fence}
+            )
+            return [_intent(document) for document in leased]
+        except PyMongoError as error:
+            raise _failed("claiming charge intents", error) from error
+
+    def take_intent(
+        self, intent: ChargeIntent, claim: Claim, now: datetime, lease_until: datetime
+    ) -> ChargeIntent | None:
+        query = {"_id": intent.ref, "openFor": {"$exists": True}, "$and": _free_lease(now, claim.fence)}
+        return self._lease_one(
+            query, {"$set": {"lease": _lease(claim, lease_until)}}, "leasing a charge intent"
+        )
+
+    def reopen_intent(
+        self, intent: ChargeIntent, claim: Claim, now: datetime, lease_until: datetime
+    ) -> ChargeIntent | None:
+        moment = to_mongo_datetime(now)
+        query = {
+            "_id": intent.ref,
+            "schema": INTENT_SCHEMA,
+            "openFor": None,
+            "status": {"$in": [str(IntentStatus.FAILED), str(IntentStatus.CANCELED)]},
+        }
+        update = {
+            "$set": {
+                "status": str(IntentStatus.PENDING),
+                "openFor": intent.scheduled_donation_id,
+                "attempts": 0,
+                "nextAttemptAt": moment,
+                "lease": _lease(claim, lease_until),
+                "reopenedAt": moment,
+                "updatedAt": moment,
+            },
+            "$unset": {"resolvedAt": "", "stopReason": ""},
+        }
+        return self._lease_one(query, update, "reopening a charge intent")
+
+    def _lease_one(
+        self, query: Mapping[str, Any], update: Mapping[str, Any], action: str
+    ) -> ChargeIntent | None:
+        try:
+            result = self._donations.update_one(dict(query), dict(update))
+            if result.matched_count != 1:
+                return None
+            document = self._donations.find_one({"_id": query["_id"]})
+        except DuplicateKeyError:
+            return None  # another period of this donation is open: it goes first
+        except PyMongoError as error:
+            raise _failed(action, error) from error
+        return None if document is None else _intent(document)
+
+    def _update_intent(self, query: Mapping[str, Any], update: Mapping[str, Any], action: str) -> bool:
+        try:
+            result = self._donations.update_one(dict(query), dict(update))
+        except PyMongoError as error:
+            raise _failed(action, error) from error
+        return result.matched_count == 1
+
+    def start_attempt(self, intent: ChargeIntent, claim: Claim, attempt: Attempt) -> bool:
+        return self._update_intent(
+            {**_leased_to(intent, claim), "nextAttemptNumber": attempt.number},
+            {
+                "$push": {"attemptLog": _attempt_document(attempt)},
+                "$set": {
+                    "nextAttemptNumber": attempt.number + 1,
+                    "updatedAt": to_mongo_datetime(attempt.sent_at),
+                    **({} if attempt.creates else {"paymentIntentId": intent.payment_intent_id}),
+                },
+            },
+            "writing an attempt",
+        )
+
+    def record_success(self, intent: ChargeIntent, claim: Claim, charged: Charged, now: datetime) -> bool:
+        moment = to_mongo_datetime(now)
+        return self._update_intent(
+            _leased_to(intent, claim),
+            {
+                "$set": {
+                    "status": str(IntentStatus.SUCCEEDED),
+                    "paymentIntentId": charged.payment_intent_id,
+                    "amount": charged.amount,
+                    "currency": charged.currency,
+                    "attemptLog": [_attempt_document(attempt) for attempt in intent.attempts],
+                    "nextAttemptAt": moment,  # found again if the schedule is not moved on in this run
+                    "resolvedAt": moment,
+                    "updatedAt": moment,
+                    "runId": claim.run_id,
+                }
+            },
+            "recording a charge",
+        )
+
+    def record_pending(
+        self,
+        intent: ChargeIntent,
+        claim: Claim,
+        next_attempt_at: datetime,
+        failure: StripeFailure | None,
+        now: datetime,
+    ) -> bool:
+        fields: dict[str, Any] = {
+            "attemptLog": [_attempt_document(attempt) for attempt in intent.attempts],
+            "attempts": intent.dunning_attempts,
+            "nextAttemptAt": to_mongo_datetime(next_attempt_at),
+            "updatedAt": to_mongo_datetime(now),
+            "runId": claim.run_id,
+        }
+        if intent.payment_intent_id is not None:
+            fields["paymentIntentId"] = intent.payment_intent_id
+        if failure is not None:
+            fields["error"] = _error_fields(failure, now, claim.run_id)
+        return self._update_intent(
+            _leased_to(intent, claim),
+            {"$set": fields, "$unset": {"lease.runId": "", "lease.expiresAt": ""}},
+            "recording a pending charge",
+        )
+
+    def record_stop(
+        self,
+        intent: ChargeIntent,
+        claim: Claim,
+        stopped: Stopped,
+        letter: Mapping[str, Any] | None,
+        now: datetime,
+    ) -> bool:
+        moment = to_mongo_datetime(now)
+        fields: dict[str, Any] = {
+            "status": str(IntentStatus.CANCELED if stopped.canceled else IntentStatus.FAILED),
+            "stopReason": stop_reason(stopped),
+            "attemptLog": [_attempt_document(attempt) for attempt in intent.attempts],
+            "attempts": stopped.declines,
+            "nextAttemptAt": moment,
+            "resolvedAt": moment,
+            "updatedAt": moment,
+            "runId": claim.run_id,
+        }
+        if stopped.payment_intent_id is not None:
+            fields["paymentIntentId"] = stopped.payment_intent_id
+        if stopped.failure is not None:
+            fields["error"] = _error_fields(stopped.failure, now, claim.run_id)
+        if letter is not None:
+            fields["pendingDeadLetter"] = dict(letter)
+        return self._update_intent(_leased_to(intent, claim), {"$set": fields}, "recording a stopped charge")
+
+    def close_intents(self, refs: Sequence[Any]) -> None:
+        if not refs:
+            return
+        try:
+            self._donations.update_many(
+                {"_id": {"$in": list(refs)}, "status": {"$ne": str(IntentStatus.PENDING)}},
+                {"$unset": {"openFor": "", "nextAttemptAt": "", "lease.runId": "", "lease.expiresAt": ""}},
+            )
+        except PyMongoError as error:
+            raise _failed("closing charge intents", error) from error
+
+    # -- dead letters ------------------------------------------------------------------------------------
+
+    def pending_dead_letters(self, limit: int) -> list[ParkedLetter]:
+        query = {"pendingDeadLetter.deadLetterId": {"$exists": True}}
+        try:
+            parked = [
+                ParkedLetter(document["_id"], document["pendingDeadLetter"], in_ledger=True)
+                for document in self._donations.find(query, {"pendingDeadLetter": 1}).limit(limit)
+            ]
+            room = limit - len(parked)
+            if room > 0:
+                parked.extend(
+                    ParkedLetter(document["_id"], document["pendingDeadLetter"], in_ledger=False)
+                    for document in self._scheduled.find(query, {"pendingDeadLetter": 1}).limit(room)
+                )
+        except PyMongoError as error:
+            raise _failed("reading parked dead letters", error) from error
+        return parked
+
+    def clear_dead_letter(self, parked: ParkedLetter) -> None:
+        collection = self._donations if parked.in_ledger else self._scheduled
+        try:
+            collection.update_one(
+                {"_id": parked.owner, "pendingDeadLetter.deadLetterId": parked.letter["deadLetterId"]},
                 {"$unset": {"pendingDeadLetter": ""}},
             )
         except PyMongoError as error:
-            raise StoreError(f"clearing a dead letter failed: {type(error).__name__}") from error
+            raise _failed("clearing a dead letter", error) from error
 
 
-def _mongo_values(values: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        key: to_mongo_datetime(value) if isinstance(value, datetime) else value
-        for key, value in values.items()
-    }
+def stop_reason(stopped: Stopped) -> str:
+    """`<reason>:<Stripe's decline code, else its code, else the error type>`, as operators search for it."""
+    detail = stopped.failure.reason if stopped.failure is not None else "none"
+    return f"{stopped.reason}:{detail}"
+
+
+def _legacy_safe(document: Mapping[str, Any]) -> ChargeIntent:
+    """An entry that blocked a new intent. A record from an earlier version (no schema) is read as a closed
+    entry of its period, so a succeeded one is never charged again and a failed one can be reopened."""
+    if document.get("schema") == INTENT_SCHEMA:
+        return _intent(document)
+    created = document.get("createdAt") or document.get("updatedAt")
+    moment = as_utc(created) if isinstance(created, datetime) else as_utc(datetime(2000, 1, 1))
+    status = document.get("status")
+    return ChargeIntent(
+        ref=document["_id"],
+        scheduled_donation_id=str(document["scheduledDonationId"]),
+        period=str(document["period"]),
+        due_at=moment,
+        seen_next_run_at=moment,
+        amount=int(document.get("amount") or 0),
+        currency=str(document.get("currency") or ""),
+        customer_id="",
+        payment_method_id="",
+        creation_key=str(document.get("idempotencyKey") or ""),
+        status=IntentStatus.SUCCEEDED if status == str(IntentStatus.SUCCEEDED) else IntentStatus.FAILED,
+        attempts=(),
+        next_attempt_number=2,
+        dunning_attempts=0,
+        next_attempt_at=moment,
+        created_at=moment,
+        payment_intent_id=document.get("paymentIntentId"),
+        open=False,
+        legacy_record=True,
+    )
