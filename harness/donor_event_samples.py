@@ -27,6 +27,7 @@ from harness.seed import (
     INSUFFICIENT_FUNDS,
     STOLEN_CARD,
     SUCCEEDS,
+    naive_utc,
     scheduled_donation,
 )
 
@@ -79,13 +80,16 @@ def seed_one_of_each(services: LocalServices) -> None:
         )
         for pm in (SUCCEEDS, INSUFFICIENT_FUNDS, STOLEN_CARD, AUTHENTICATION_REQUIRED)
     ]
-    # A soft decline on its last attempt, so the "schedule stopped" event appears too.
+    # A soft decline on its last attempt, so the "schedule stopped" event appears too: a period an earlier
+    # version of the job left in dunning after three declines, which the engine adopts as its intent.
     documents.append(
         scheduled_donation(
             customer_id=services.stripe.state.create_customer(),
             next_run_at=now,
             payment_method_id=INSUFFICIENT_FUNDS,
+            periodStart=naive_utc(now),
             attempts=3,
+            periodAttempts=3,
         )
     )
     services.database["scheduled_donations"].insert_many(documents)

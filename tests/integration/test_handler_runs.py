@@ -281,14 +281,14 @@ def test_a_soft_decline_is_not_retried_in_the_run_and_waits_for_the_dunning_sche
     document = handler_env.database["scheduled_donations"].find_one({"_id": donation_id})
     assert document is not None
     assert document["status"] == "active"
-    assert document["attempts"] == 1
-    assert document["paymentIntentId"].startswith("pi_")
-    delay = document["nextRunAt"] - naive_utc(datetime.now(UTC))
+    delay = document["nextAttemptAt"] - naive_utc(datetime.now(UTC))
     assert timedelta(hours=23) < delay <= timedelta(days=1)
-    record = handler_env.database["donations"].find_one({"scheduledDonationId": str(donation_id)})
-    assert record is not None
-    assert record["status"] == "failed"
-    assert record["error"]["declineCode"] == "insufficient_funds"
+    intent = handler_env.database["donations"].find_one({"scheduledDonationId": str(donation_id)})
+    assert intent is not None
+    assert (intent["status"], intent["attempts"]) == ("pending", 1)
+    assert intent["paymentIntentId"].startswith("pi_")
+    assert intent["nextAttemptAt"] == document["nextAttemptAt"]
+    assert intent["error"]["declineCode"] == "insufficient_funds"
 
 
 def test_lock_held_by_a_live_run_skips_and_reports_contention(

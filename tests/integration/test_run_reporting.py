@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from contextlib import redirect_stdout
 from datetime import timedelta
 from typing import Any
@@ -78,7 +78,7 @@ class FailingRecords:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
-    def record_charge(self, record: Mapping[str, Any]) -> None:
+    def record_success(self, *args: Any) -> bool:
         raise StoreError("simulated MongoDB outage")
 
 

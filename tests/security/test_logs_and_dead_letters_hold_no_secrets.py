@@ -131,8 +131,13 @@ def _seed_mix(services: LocalServices, max_attempts: int) -> dict[Any, dict[str,
         {"payment_method_id": SUCCEEDS},
         {"payment_method_id": INSUFFICIENT_FUNDS},  # soft decline: retried on the dunning schedule
         {"payment_method_id": GENERIC_DECLINE},  # soft decline
-        # soft decline on the last attempt: dead-lettered
-        {"payment_method_id": INSUFFICIENT_FUNDS, "attempts": max_attempts - 1},
+        # soft decline on the last attempt (a period an earlier version left in dunning): dead-lettered
+        {
+            "payment_method_id": INSUFFICIENT_FUNDS,
+            "attempts": max_attempts - 1,
+            "periodAttempts": max_attempts - 1,
+            "periodStart": due.replace(tzinfo=None),
+        },
         {"payment_method_id": STOLEN_CARD},  # hard decline: stopped and dead-lettered
         {"payment_method_id": LOST_CARD},  # hard decline
         {"payment_method_id": AUTHENTICATION_REQUIRED},  # needs the donor: stopped and dead-lettered

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from donation_processor.idempotency import KEY_PREFIX, confirm_key, payment_intent_key
+from donation_processor.idempotency import KEY_PREFIX, attempt_key, payment_intent_key
 
 DONATION_ID = "65f1c0ffee0000000000a001"
 PERIOD = "2026-01-31"
@@ -24,20 +24,23 @@ def test_payment_intent_key_is_exactly_prefix_id_and_period() -> None:
     assert key == f"{KEY_PREFIX}:{DONATION_ID}:{PERIOD}"
 
 
-def test_confirm_key_is_exactly_the_intent_key_and_the_attempt() -> None:
-    # GIVEN a donation id, a period and a second attempt
-    # WHEN the confirm key is built
-    key = confirm_key(DONATION_ID, PERIOD, 2)
+def test_an_attempt_key_is_exactly_the_creation_key_and_the_attempt() -> None:
+    # GIVEN a period's creation key and its second attempt
+    # WHEN the attempt key is built
+    key = attempt_key(payment_intent_key(DONATION_ID, PERIOD), 2)
 
-    # THEN it extends the PaymentIntent key with the attempt number only
+    # THEN it extends the creation key with the attempt number only
     assert key == f"{KEY_PREFIX}:{DONATION_ID}:{PERIOD}:attempt-2"
 
 
 def test_keys_are_the_same_across_calls() -> None:
     # GIVEN the same inputs
     # WHEN the keys are built twice, as two separate runs would
-    first = (payment_intent_key(DONATION_ID, PERIOD), confirm_key(DONATION_ID, PERIOD, 3))
-    second = (payment_intent_key(DONATION_ID, PERIOD), confirm_key(DONATION_ID, PERIOD, 3))
+    first = (payment_intent_key(DONATION_ID, PERIOD), attempt_key(payment_intent_key(DONATION_ID, PERIOD), 3))
+    second = (
+        payment_intent_key(DONATION_ID, PERIOD),
+        attempt_key(payment_intent_key(DONATION_ID, PERIOD), 3),
+    )
 
     # THEN they are identical
     assert first == second
@@ -59,24 +62,33 @@ def test_payment_intent_keys_differ_for_different_ids_or_periods(
     assert payment_intent_key(*left) != payment_intent_key(*right)
 
 
-def test_confirm_keys_differ_per_attempt_and_from_the_creation_key() -> None:
+def test_attempt_keys_differ_per_attempt_and_from_the_creation_key() -> None:
     # GIVEN one period's creation key and its confirm keys for attempts 2..6
     creation = payment_intent_key(DONATION_ID, PERIOD)
 
     # WHEN the confirm keys are built
-    confirms = [confirm_key(DONATION_ID, PERIOD, attempt) for attempt in range(2, 7)]
+    confirms = [attempt_key(creation, attempt) for attempt in range(2, 7)]
 
     # THEN all six keys are distinct
     assert len({creation, *confirms}) == 6
 
 
-@pytest.mark.parametrize("attempt", [1, 0, -1])
-def test_confirm_key_rejects_attempts_below_two(attempt: int) -> None:
-    # GIVEN an attempt that creates rather than confirms
-    # WHEN a confirm key is asked for
+@pytest.mark.parametrize("attempt", [0, -1])
+def test_attempt_key_rejects_attempt_numbers_below_one(attempt: int) -> None:
+    # GIVEN an attempt number that no attempt has
+    # WHEN its key is asked for
     # THEN it is refused
-    with pytest.raises(ValueError, match="confirm keys start at attempt 2"):
-        confirm_key(DONATION_ID, PERIOD, attempt)
+    with pytest.raises(ValueError, match="attempts are numbered from 1"):
+        attempt_key(payment_intent_key(DONATION_ID, PERIOD), attempt)
+
+
+def test_attempt_one_is_the_creation_key_itself() -> None:
+    # GIVEN a period's creation key
+    creation = payment_intent_key(DONATION_ID, PERIOD)
+
+    # WHEN the key of attempt 1 is built
+    # THEN it is the creation key: the first request of a period creates its PaymentIntent
+    assert attempt_key(creation, 1) == creation
 
 
 def test_keys_for_a_64_character_id_fit_stripes_255_character_limit() -> None:
@@ -84,7 +96,10 @@ def test_keys_for_a_64_character_id_fit_stripes_255_character_limit() -> None:
     longest_id = "x" * 64
 
     # WHEN keys are built for it, up to a generous attempt number
-    keys = [payment_intent_key(longest_id, PERIOD), confirm_key(longest_id, PERIOD, 10**6)]
+    keys = [
+        payment_intent_key(longest_id, PERIOD),
+        attempt_key(payment_intent_key(longest_id, PERIOD), 10**6),
+    ]
 
     # THEN each fits within Stripe's 255 characters
     assert all(len(key) <= 255 for key in keys)

@@ -9,7 +9,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from donation_processor.schedule import Frequency, as_utc, next_run_at, period_key
+from donation_processor.schedule import (
+    Frequency,
+    as_utc,
+    effective_anchor,
+    following_run,
+    next_run_at,
+    period_key,
+)
 
 PLUS_TWO = timezone(timedelta(hours=2))
 MINUS_FIVE = timezone(timedelta(hours=-5))
@@ -197,3 +204,109 @@ def test_property_next_run_is_strictly_later_and_monthly_respects_the_anchor(
         assert following.day == min(anchor, calendar.monthrange(following.year, following.month)[1])
         months_apart = (following.year - start.year) * 12 + following.month - start.month
         assert months_apart == 1
+
+
+# -- after a charge: the host may have moved nextRunAt meanwhile ------------------------------------------
+
+
+def _utc(year: int, month: int, day: int, hour: int = 9) -> datetime:
+    return datetime(year, month, day, hour, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("case", "due", "seen", "current", "stored_anchor", "expected"),
+    [
+        (
+            "unchanged: the next period",
+            _utc(2026, 12, 1),
+            _utc(2026, 12, 1),
+            _utc(2026, 12, 1),
+            1,
+            (_utc(2027, 1, 1), 1),
+        ),
+        (
+            "unchanged: a 31st anchor survives a short month",
+            _utc(2027, 2, 28),
+            _utc(2027, 2, 28),
+            _utc(2027, 2, 28),
+            31,
+            (_utc(2027, 3, 31), 31),
+        ),
+        (
+            "moved a day earlier after the charge: the next cycle on the new day, not this one again",
+            _utc(2026, 12, 1),
+            _utc(2026, 12, 1),
+            _utc(2026, 11, 30),
+            1,
+            (_utc(2026, 12, 30), 30),
+        ),
+        (
+            "moved later in the same cycle: the host's date stands",
+            _utc(2026, 12, 1),
+            _utc(2026, 12, 1),
+            _utc(2026, 12, 28),
+            1,
+            (_utc(2026, 12, 28), 28),
+        ),
+        (
+            "moved months ahead (a pause): the host's date stands",
+            _utc(2026, 12, 1),
+            _utc(2026, 12, 1),
+            _utc(2027, 3, 15),
+            1,
+            (_utc(2027, 3, 15), 15),
+        ),
+        (
+            "an earlier version's dunning moved nextRunAt itself: the period's own next date",
+            _utc(2026, 12, 1),
+            _utc(2026, 12, 4),
+            _utc(2026, 12, 4),
+            1,
+            (_utc(2027, 1, 1), 1),
+        ),
+    ],
+)
+def test_following_run_after_a_charge(
+    case: str,
+    due: datetime,
+    seen: datetime,
+    current: datetime,
+    stored_anchor: int,
+    expected: tuple[datetime, int],
+) -> None:
+    # GIVEN a charged period's due date, the nextRunAt seen when it opened, and nextRunAt now
+    # WHEN the schedule moves on
+    # THEN it lands on the expected date and anchor
+    assert following_run(due, seen, current, Frequency.MONTHLY, stored_anchor) == expected
+
+
+def test_a_stored_anchor_that_no_longer_fits_next_run_gives_way_to_the_new_day() -> None:
+    # GIVEN anchorDay 1 kept by the engine, and a nextRunAt the host moved to the 28th
+    # WHEN the anchor to step from is chosen
+    # THEN the 28th is the anchor: the stored day would pull the schedule back (charged Dec 28, then Jan 1)
+    assert effective_anchor(_utc(2026, 12, 28), 1) == 28
+    assert effective_anchor(_utc(2027, 2, 28), 31) == 31
+    assert effective_anchor(_utc(2027, 2, 28), None) == 28
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    due=st.datetimes(min_value=datetime(2001, 1, 1), max_value=datetime(2190, 1, 1)).map(
+        lambda d: d.replace(tzinfo=UTC)
+    ),
+    shift_days=st.integers(min_value=-40, max_value=120),
+    frequency=st.sampled_from(list(Frequency)),
+)
+def test_property_after_a_charge_the_next_run_is_more_than_half_a_period_away(
+    due: datetime, shift_days: int, frequency: Frequency
+) -> None:
+    # GIVEN a charged period and any host edit of nextRunAt
+    current = due + timedelta(days=shift_days)
+
+    # WHEN the schedule moves on
+    following, anchor = following_run(due, due, current, frequency, None)
+
+    # THEN the next charge is more than half a period after the one just made: never twice in a cycle
+    half_period = (next_run_at(due, frequency, due.day) - due) / 2
+    assert following > due + half_period
+    assert 1 <= anchor <= 31

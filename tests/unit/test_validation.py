@@ -12,7 +12,14 @@ from hypothesis import strategies as st
 
 from donation_processor.currencies import MAX_AMOUNT_MINOR_UNITS, STRIPE_CURRENCIES
 from donation_processor.schedule import Frequency
-from donation_processor.validation import ChargeableDonation, InvalidDonation, document_id, validate
+from donation_processor.validation import (
+    ChargeableDonation,
+    InvalidDonation,
+    LegacyInFlight,
+    document_id,
+    read_schedule,
+    validate,
+)
 
 OBJECT_ID = ObjectId("65f1c0ffee0000000000a001")
 NEXT_RUN = datetime(2026, 1, 31, 9, 0)
@@ -48,33 +55,33 @@ def test_a_good_document_becomes_a_chargeable_donation_with_aware_utc_dates() ->
     # WHEN it is validated
     donation = validate(document)
 
-    # THEN every field is carried, dates are aware UTC, and the anchor defaults to the period's day
+    # THEN every field is carried, dates are aware UTC, the id is its canonical text, nothing is in flight
     aware = NEXT_RUN.replace(tzinfo=UTC)
     assert donation == ChargeableDonation(
         id="65f1c0ffee0000000000a001",
+        raw_id=OBJECT_ID,
         customer_id="cus_Abc123",
         payment_method_id="pm_1Xyz_789",
         amount=2500,
         currency="usd",
         frequency=Frequency.MONTHLY,
         next_run_at=aware,
-        period_start=aware,
-        anchor_day=31,
-        attempts=0,
-        payment_intent_id=None,
+        anchor_day=None,
     )
     assert donation.next_run_at.tzinfo is UTC
-    assert donation.period_start.tzinfo is UTC
+    assert donation.legacy is None
 
 
-def test_a_retry_document_keeps_its_period_start_anchor_attempts_and_intent() -> None:
-    # GIVEN a document mid-dunning: a later nextRunAt, the period it retries, attempts and its intent
+def test_a_document_an_earlier_version_left_in_dunning_is_read_as_legacy_in_flight() -> None:
+    # GIVEN a document mid-dunning as versions before the charge intent left it: a later nextRunAt, the
+    # period it retries, attempts, and its PaymentIntent
     document = _document(
         _id="legacy-id_1",
         nextRunAt=datetime(2026, 2, 3, tzinfo=UTC),
         periodStart=datetime(2026, 1, 31),
         anchorDay=31,
         attempts=2,
+        periodAttempts=3,
         paymentIntentId="pi_123",
         frequency="quarterly",
     )
@@ -82,11 +89,17 @@ def test_a_retry_document_keeps_its_period_start_anchor_attempts_and_intent() ->
     # WHEN it is validated
     donation = validate(document)
 
-    # THEN the period being retried, not the retry time, names the period
+    # THEN the period being retried, not the retry time, is what the engine adopts
     assert donation.id == "legacy-id_1"
-    assert donation.period_start == datetime(2026, 1, 31, tzinfo=UTC)
     assert donation.next_run_at == datetime(2026, 2, 3, tzinfo=UTC)
-    assert (donation.anchor_day, donation.attempts, donation.payment_intent_id) == (31, 2, "pi_123")
+    assert donation.anchor_day == 31
+    assert donation.legacy == LegacyInFlight(
+        period_start=datetime(2026, 1, 31, tzinfo=UTC),
+        first_attempt_at=None,
+        period_attempts=3,
+        attempts=2,
+        payment_intent_id="pi_123",
+    )
     assert donation.frequency is Frequency.QUARTERLY
 
 
@@ -97,10 +110,22 @@ def test_a_non_utc_aware_next_run_is_converted_to_utc() -> None:
     # WHEN it is validated
     donation = validate(document)
 
-    # THEN the same instant is held in UTC, and the anchor is the UTC day
+    # THEN the same instant is held in UTC
     assert donation.next_run_at == datetime(2026, 2, 28, 23, 0, tzinfo=UTC)
     assert donation.next_run_at.tzinfo is UTC
-    assert donation.anchor_day == 28
+
+
+def test_a_cancelled_or_half_broken_schedule_reads_leniently_for_finishing_its_period() -> None:
+    # GIVEN a cancelled document whose payment method and anchor are broken
+    document = _document(status="cancelled", stripePaymentMethodId=7, anchorDay="15")
+
+    # WHEN it is read to finish an in-flight period
+    view = read_schedule(document)
+
+    # THEN it is not active, and what is broken reads as absent instead of raising
+    assert (view.active, view.payment_method_id, view.anchor_day) == (False, None, None)
+    assert view.next_run_at == NEXT_RUN.replace(tzinfo=UTC)
+    assert view.canonical_id == "65f1c0ffee0000000000a001"
 
 
 @pytest.mark.parametrize(
@@ -250,4 +275,4 @@ def test_property_validate_returns_a_chargeable_donation_or_raises_invalid_donat
     assert 0 < donation.amount <= MAX_AMOUNT_MINOR_UNITS
     assert donation.currency in STRIPE_CURRENCIES
     assert donation.next_run_at.utcoffset() == timedelta(0)
-    assert 1 <= donation.anchor_day <= 31
+    assert donation.anchor_day is None or 1 <= donation.anchor_day <= 31

@@ -20,7 +20,7 @@ from typing import Any
 from donation_processor import donor_event_types as donor_events
 from donation_processor.backoff import backoff_delay
 from donation_processor.charge_intent import ChargeIntent, IntentStatus
-from donation_processor.charge_outcome import PaymentFailed, StripeFailure
+from donation_processor.charge_outcome import FailureKind, PaymentFailed, StripeFailure
 from donation_processor.charge_rules import (
     Answer,
     Charged,
@@ -251,7 +251,7 @@ class ChargeProcessor:
                 answer = self._request(step, intent)
             except PaymentFailed as error:
                 failure = error.failure
-                if not self._policy.retries_in_run(failure, 0):
+                if failure.kind is not FailureKind.TRANSIENT:
                     self._breaker.record_success()  # Stripe answered: it is available
                     return failure
                 last = failure
@@ -266,6 +266,8 @@ class ChargeProcessor:
                     http_status=failure.http_status,
                     retry=retry,
                 )
+                if not self._policy.retries_in_run(failure, retry):
+                    break
                 continue
             self._breaker.record_success()
             return answer
