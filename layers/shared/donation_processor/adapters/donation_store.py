@@ -514,7 +514,7 @@ class MongoDonationStore:
                 return None
             fields = self._new_intent_document(intent, claim, now, lease_until)
             fields.pop("_id")
-            fields.pop("createdAt")
+            fields["createdAt"] = record.get("createdAt") or fields["createdAt"]
             if record.get("status") == str(IntentStatus.SUCCEEDED):
                 for kept in ("status", "amount", "currency", "paymentIntentId"):
                     if kept in record:
