@@ -15,6 +15,30 @@ _ID = re.compile(r"[A-Za-z0-9_\-]{1,64}")
 _CUSTOMER = re.compile(r"cus_[A-Za-z0-9]{1,250}")
 _PAYMENT_METHOD = re.compile(r"(pm|card|src)_[A-Za-z0-9_]{1,250}")
 _PAYMENT_INTENT = re.compile(r"pi_[A-Za-z0-9_]{1,250}")
+# The fields of a scheduled donation that belong to the host platform (README, data model); the engine
+# never writes them except `nextRunAt` (moving a charged schedule on) and `status` (stopping one). The host
+# may edit the editable ones at any time, also while a period is in flight.
+HOST_OWNED_FIELDS = (
+    "_id",
+    "stripeCustomerId",
+    "amount",
+    "currency",
+    "stripePaymentMethodId",
+    "frequency",
+    "nextRunAt",
+    "status",
+    "metadata",
+    "donorId",
+)
+EDITABLE_FIELDS = (
+    "amount",
+    "currency",
+    "stripePaymentMethodId",
+    "frequency",
+    "nextRunAt",
+    "status",
+    "metadata",
+)
 # Dates outside these bounds are data errors, and near year 9999 the schedule arithmetic would overflow.
 _EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 _LATEST = datetime(2200, 1, 1, tzinfo=UTC)
