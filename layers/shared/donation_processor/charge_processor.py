@@ -156,7 +156,7 @@ class ChargeProcessor:
             taken = self._store.take_intent(intent, ctx.claim, now, ctx.lease_until())
         elif intent.status is IntentStatus.SUCCEEDED:
             # The host moved nextRunAt back onto a period already paid: move it on again, charge nothing.
-            self._advance(intent, schedule)
+            self._skip_paid_period(intent, schedule)
             ctx.summary.add(skipped=1)
             return None
         elif schedule is not None and schedule.active:
@@ -323,7 +323,10 @@ class ChargeProcessor:
                 outcome="succeeded",
                 paymentIntentId=outcome.payment_intent_id,
                 attempts=intent.dunning_attempts + 1,
-                nextRunAt=following.isoformat() if following is not None else None,
+                # A cancelled or deleted schedule has no next charge to announce.
+                nextRunAt=following.isoformat()
+                if following is not None and schedule and schedule.active
+                else None,
             )
             self._close(intent)
             logger.info("donation charged", payment_intent_id=outcome.payment_intent_id, extra=log)
@@ -494,6 +497,24 @@ class ChargeProcessor:
             "schedule kept changing; left for the next run", donation_id=intent.scheduled_donation_id
         )
         return None
+
+    def _skip_paid_period(self, intent: ChargeIntent, schedule: ScheduleView | None) -> None:
+        if schedule is None or schedule.next_run_at is None or schedule.frequency is None:
+            return
+        following, anchor = following_run(
+            intent.due_at,
+            intent.seen_next_run_at,
+            schedule.next_run_at,
+            schedule.frequency,
+            schedule.anchor_day,
+        )
+        if self._store.skip_paid_period(schedule.raw_id, schedule.next_run_at, following, anchor):
+            logger.warning(
+                "schedule pointed at a period already paid; moved on without a charge",
+                donation_id=intent.scheduled_donation_id,
+                period=intent.period,
+                next_run_at=following.isoformat(),
+            )
 
     def _hold(self, intent: ChargeIntent, schedule: ScheduleView | None, at: datetime) -> None:
         if schedule is not None:

@@ -115,6 +115,12 @@ class DonationStorePort(Protocol):
     ) -> ScheduleWrite:
         """Move the schedule past a charged period, once, unless the host changed nextRunAt meanwhile."""
 
+    def skip_paid_period(
+        self, donation_id: Any, expected_next_run_at: datetime, next_run_at: datetime, anchor_day: int
+    ) -> bool:
+        """The host put nextRunAt back on a period already paid: move it past again (unless nextRunAt
+        changed since it was read) and drop any claim; nothing is charged."""
+
     def hold_schedule(self, donation_id: Any, period: str, next_attempt_at: datetime) -> None:
         """Mark the schedule as having an open intent (dunning, recheck) and drop any claim on it."""
 

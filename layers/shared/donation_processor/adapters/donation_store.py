@@ -331,6 +331,20 @@ class MongoDonationStore:
             return ScheduleWrite.ALREADY
         return ScheduleWrite.CHANGED
 
+    def skip_paid_period(
+        self, donation_id: Any, expected_next_run_at: datetime, next_run_at: datetime, anchor_day: int
+    ) -> bool:
+        moved = self._update_schedule(
+            {"_id": donation_id, "nextRunAt": to_mongo_datetime(expected_next_run_at)},
+            {
+                "$set": {"nextRunAt": to_mongo_datetime(next_run_at), "anchorDay": anchor_day},
+                "$unset": _DONE_WITH_PERIOD,
+            },
+        )
+        if not moved:
+            self._update_schedule({"_id": donation_id}, {"$unset": dict(_CLAIM_FIELDS)})
+        return moved
+
     def hold_schedule(self, donation_id: Any, period: str, next_attempt_at: datetime) -> None:
         self._update_schedule(
             {"_id": donation_id},
