@@ -165,19 +165,28 @@ class ChargeProcessor:
         else:
             taken = None
         if taken is None:
-            if work.claimed_schedule and schedule is not None:
-                self._store.hold_schedule(schedule.raw_id, intent.period, intent.next_attempt_at)
+            self._leave_schedule(work, ctx)
             ctx.summary.add(skipped=1)
-            logger.info("period left to the run that holds it", donation_id=intent.scheduled_donation_id)
+            logger.info("period left as it is", donation_id=intent.scheduled_donation_id, open=intent.open)
         return taken
+
+    def _leave_schedule(self, work: IntentWork, ctx: RunContext) -> None:
+        """Let a claimed schedule go: marked as waiting for its open intent, or simply released."""
+        if not work.claimed_schedule or work.document is None:
+            return
+        intent, raw_id = work.intent, work.document.get("_id")
+        if intent.open:
+            self._store.hold_schedule(raw_id, intent.period, intent.next_attempt_at)
+        else:
+            # Only an open intent clears the mark; a closed one that could not be reopened must not leave it.
+            self._store.release(raw_id, ctx.claim, None)
 
     def _let_go(self, work: IntentWork, ctx: RunContext) -> None:
         """The run is stopping: an intent this run opened or leased stays pending for the next one."""
         intent = work.intent
         if intent.lease == ctx.claim and intent.status is IntentStatus.PENDING:
             self._store.record_pending(intent, ctx.claim, intent.next_attempt_at, None, self._clock())
-        if work.claimed_schedule and work.document is not None:
-            self._store.hold_schedule(work.document.get("_id"), intent.period, intent.next_attempt_at)
+        self._leave_schedule(work, ctx)
         ctx.summary.add(skipped=1)
 
     # -- resolving ----------------------------------------------------------------------------------------
