@@ -86,8 +86,9 @@ build-check: build
 	test -f .aws-sam/build/ScheduledDonationsFunction/app.py
 	@echo "build-check: layer and function artefacts OK"
 
+# The fast tier: pure rules and the engine on in-memory fakes, no sockets (seconds).
 unit: venv
-	$(BIN)/pytest tests/unit -q
+	$(BIN)/pytest tests/unit tests/fast -q
 
 test: lint typecheck validate security
 	$(BIN)/pytest -q
