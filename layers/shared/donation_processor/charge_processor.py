@@ -484,20 +484,14 @@ class ChargeProcessor:
     def _advance(self, intent: ChargeIntent, schedule: ScheduleView | None) -> datetime | None:
         """Move the schedule past the charged period, once; a host edit of nextRunAt is taken into account."""
         for _ in range(3):
-            if schedule is None or schedule.next_run_at is None or schedule.frequency is None:
+            following = _following(intent, schedule)
+            if schedule is None or schedule.next_run_at is None or following is None:
                 return None  # deleted or unreadable: the ledger holds the charge, nothing to move
-            following, anchor = following_run(
-                intent.due_at,
-                intent.seen_next_run_at,
-                schedule.next_run_at,
-                schedule.frequency,
-                schedule.anchor_day,
-            )
             written = self._store.advance_schedule(
-                schedule.raw_id, intent.period, schedule.next_run_at, following, anchor, self._clock()
+                schedule.raw_id, intent.period, schedule.next_run_at, *following, self._clock()
             )
             if written is not ScheduleWrite.CHANGED:
-                return following if written is ScheduleWrite.APPLIED else None
+                return following[0] if written is ScheduleWrite.APPLIED else None
             current = self._store.schedules_for([intent.scheduled_donation_id]).get(
                 intent.scheduled_donation_id
             )
@@ -508,21 +502,15 @@ class ChargeProcessor:
         return None
 
     def _skip_paid_period(self, intent: ChargeIntent, schedule: ScheduleView | None) -> None:
-        if schedule is None or schedule.next_run_at is None or schedule.frequency is None:
+        following = _following(intent, schedule)
+        if schedule is None or schedule.next_run_at is None or following is None:
             return
-        following, anchor = following_run(
-            intent.due_at,
-            intent.seen_next_run_at,
-            schedule.next_run_at,
-            schedule.frequency,
-            schedule.anchor_day,
-        )
-        if self._store.skip_paid_period(schedule.raw_id, schedule.next_run_at, following, anchor):
+        if self._store.skip_paid_period(schedule.raw_id, schedule.next_run_at, *following):
             logger.warning(
                 "schedule pointed at a period already paid; moved on without a charge",
                 donation_id=intent.scheduled_donation_id,
                 period=intent.period,
-                next_run_at=following.isoformat(),
+                next_run_at=following[0].isoformat(),
             )
 
     def _hold(self, intent: ChargeIntent, schedule: ScheduleView | None, at: datetime) -> None:
@@ -601,3 +589,12 @@ class ChargeProcessor:
                 **fields,
             },
         )
+
+
+def _following(intent: ChargeIntent, schedule: ScheduleView | None) -> tuple[datetime, int] | None:
+    """(nextRunAt, anchor day) after the intent's period, from the schedule as it stands now."""
+    if schedule is None or schedule.next_run_at is None or schedule.frequency is None:
+        return None
+    return following_run(
+        intent.due_at, intent.seen_next_run_at, schedule.next_run_at, schedule.frequency, schedule.anchor_day
+    )
