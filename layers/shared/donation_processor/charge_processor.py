@@ -217,8 +217,8 @@ class ChargeProcessor:
             try:
                 answer = self._request_with_retries(planned, intent, ctx)
             except _CircuitOpen:
-                self._store.record_pending(intent, ctx.claim, intent.next_attempt_at, None, self._clock())
-                self._hold(intent, schedule, intent.next_attempt_at)
+                if self._store.record_pending(intent, ctx.claim, intent.next_attempt_at, None, self._clock()):
+                    self._hold(intent, schedule, intent.next_attempt_at)
                 ctx.summary.add(skipped=1)
                 logger.info("charge not attempted: circuit open", donation_id=intent.scheduled_donation_id)
                 return
@@ -239,8 +239,8 @@ class ChargeProcessor:
     def _wait_for(
         self, intent: ChargeIntent, schedule: ScheduleView | None, not_yet: NotYet, ctx: RunContext
     ) -> None:
-        self._store.record_pending(intent, ctx.claim, not_yet.at, None, self._clock())
-        self._hold(intent, schedule, not_yet.at)
+        if self._store.record_pending(intent, ctx.claim, not_yet.at, None, self._clock()):
+            self._hold(intent, schedule, not_yet.at)
         ctx.summary.add(skipped=1)
 
     def _request_with_retries(self, step: Step, intent: ChargeIntent, ctx: RunContext) -> Answer:
@@ -362,9 +362,12 @@ class ChargeProcessor:
     def _stays_due(
         self, outcome: StaysDue, intent: ChargeIntent, schedule: ScheduleView | None, ctx: RunContext
     ) -> None:
-        # Not the donor's failure: the intent stays due, and the same request goes out next time.
-        self._store.record_pending(intent, ctx.claim, intent.next_attempt_at, outcome.failure, self._clock())
-        self._hold(intent, schedule, intent.next_attempt_at)
+        # Not the donor's failure: the intent stays due, and the same request goes out next time. A stale
+        # run whose lease was taken over marks nothing: the newer run may already have moved the schedule.
+        if self._store.record_pending(
+            intent, ctx.claim, intent.next_attempt_at, outcome.failure, self._clock()
+        ):
+            self._hold(intent, schedule, intent.next_attempt_at)
         if outcome.halts_run:
             ctx.summary.add(skipped=1)
             reason = outcome.failure.reason if outcome.failure is not None else "unknown"
