@@ -24,7 +24,7 @@ from botocore.exceptions import (
 from pymongo.errors import PyMongoError
 
 from donation_processor.adapters.mongo_connection import get_database
-from donation_processor.exceptions import ConfigError
+from donation_processor.exceptions import ConfigError, StoreError
 from donations_cli.config import CliConfig, StackInfo
 from donations_cli.errors import OperationalError, UsageError
 
@@ -66,6 +66,9 @@ def aws_errors(action: str) -> Iterator[None]:
 def mongo_errors(action: str) -> Iterator[None]:
     try:
         yield
+    except StoreError as error:
+        # The store's own message: what failed and the error's type, never its text.
+        raise OperationalError(f"MongoDB: {action}: {error}") from error
     except PyMongoError as error:
         # The type is enough to act on; the text may name hosts of the connection string.
         raise OperationalError(f"MongoDB: {action} failed: {type(error).__name__}") from error

@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     entries: list[tuple[str, str, Callable[[argparse.ArgumentParser], None], Command, bool]] = [
         ("seed", "insert N due scheduled donations (test data)", seed.add_arguments, seed.run, True),
-        ("status", "due, overdue, past-due, invalid, DLQ depth, pause switch, last run", status.add_arguments,
+        ("status", "due, open charges, invalid, DLQ depth, pause switch, last run", status.add_arguments,
          status.run, False),
         ("redrive", "retry dead-lettered donations for the same period (dry run unless --yes)",
          redrive.add_arguments, redrive.run, True),

@@ -1,15 +1,21 @@
-"""`donations redrive` against moto, mongomock and the local Stripe server, with the real engine around it."""
+"""`donations redrive` against moto, mongomock and the local Stripe server, with the real engine around it.
+
+The tests read the ledger (`donations`) directly to check what the CLI and the engine wrote; the CLI itself
+goes through MongoDonationStore.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from cli_support import donations, insert_donation, peek_letters, point_cli_at, run_engine, send_raw
 
+from donation_processor.adapters.donation_store import MongoDonationStore
 from donation_processor.engine import DonationEngine
 from harness.local_services import LocalServices
 from harness.seed import INSUFFICIENT_FUNDS, STOLEN_CARD, SUCCEEDS
@@ -21,57 +27,101 @@ MakeEngine = Callable[..., DonationEngine]
 
 
 def _catch_up(clock: TestClock) -> None:
-    """Redrive makes the donation due at the real now; the test clock may be behind it."""
+    """Redrive makes the period due at the real now; the test clock may be behind it."""
     clock.now = max(clock.now, datetime.now(UTC)) + timedelta(seconds=1)
 
 
-def test_redrive_retries_a_fixed_card_once_on_the_same_payment_intent(
+def _intent(services: LocalServices, donation_id: Any, period: str) -> dict[str, Any]:
+    found = services.database["donations"].find_one(
+        {"scheduledDonationId": str(donation_id), "period": period}
+    )
+    assert found is not None
+    return dict(found)
+
+
+def _sent_keys(intent: dict[str, Any]) -> list[str]:
+    return [attempt["key"] for attempt in intent["attemptLog"]]
+
+
+def _charges_of(services: LocalServices, donation_id: Any) -> list[Any]:
+    return [
+        charge
+        for charge in services.stripe.state.charges()
+        if charge.metadata.get("scheduled_donation_id") == str(donation_id)
+    ]
+
+
+def _stopped_by_a_stolen_card(services: LocalServices, make_engine: MakeEngine) -> tuple[Any, dict[str, Any]]:
+    """A donation hard-declined, stopped and dead-lettered by the real engine; its id and its letter."""
+    donation_id = insert_donation(services, payment_method_id=STOLEN_CARD)
+    first = run_engine(make_engine())
+    assert (first.failed, first.dead_lettered) == (1, 1)
+    (letter,) = [item for item in peek_letters(services) if item["scheduledDonationId"] == str(donation_id)]
+    assert letter["reason"] == "hard_decline"
+    assert letter["paymentIntentId"]
+    return donation_id, letter
+
+
+def _fix_card(services: LocalServices, donation_id: Any) -> None:
+    services.database["scheduled_donations"].update_one(
+        {"_id": donation_id}, {"$set": {"stripePaymentMethodId": SUCCEEDS}}
+    )
+
+
+def test_redrive_charges_a_fixed_card_once_under_a_key_never_sent_for_the_period(
     services: LocalServices,
     make_engine: MakeEngine,
     clock: TestClock,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    # GIVEN a hard-declined donation, stopped and dead-lettered by the real engine
+    # GIVEN a hard-declined donation, stopped and dead-lettered by the real engine, whose donor then fixed
+    # the card (the period's PaymentIntent stays the one the decline left)
     point_cli_at(services, monkeypatch)
-    donation_id = insert_donation(services, payment_method_id=STOLEN_CARD)
-    first = run_engine(make_engine())
-    assert (first.failed, first.dead_lettered) == (1, 1)
-    (letter,) = peek_letters(services)
-    assert letter["reason"] == "hard_decline"
-    assert letter["paymentIntentId"]
-    # ... and a donor who then fixed the card (the period's PaymentIntent stays the same)
+    donation_id, letter = _stopped_by_a_stolen_card(services, make_engine)
+    period = letter["period"]
+    _fix_card(services, donation_id)
     scheduled = services.database["scheduled_donations"]
-    scheduled.update_one({"_id": donation_id}, {"$set": {"stripePaymentMethodId": SUCCEEDS}})
     before = scheduled.find_one({"_id": donation_id})
+    stopped = _intent(services, donation_id, period)
+    sent_before = _sent_keys(stopped)
+    assert (stopped["status"], "openFor" in stopped) == ("failed", False)
+    assert sent_before == [letter["idempotencyKey"]]
 
     # WHEN the operator looks first (dry run, with a progress bar)
     dry = donations(capsys, "redrive", "--progress")
 
-    # THEN the plan is shown and nothing changed: same document, letter still on the queue
+    # THEN the plan is shown and nothing changed: same document, same intent, letter still on the queue
     assert dry.code == 0, dry.err
-    assert "would reset for another attempt" in dry.out
-    assert f"PaymentIntent {letter['paymentIntentId']} kept" in dry.out
+    new_key = f"{letter['idempotencyKey']}:attempt-2"
+    assert f"would reset for another attempt: period {period} reopened (failed)" in dry.out
+    assert f"PaymentIntent {letter['paymentIntentId']} kept, confirmed under the new key {new_key}" in dry.out
+    assert f"payment method {SUCCEEDS}" in dry.out
     assert "redrive [" in dry.err
     assert "1/1" in dry.err
     assert scheduled.find_one({"_id": donation_id}) == before
+    assert _intent(services, donation_id, period) == stopped
     assert [item["deadLetterId"] for item in peek_letters(services)] == [letter["deadLetterId"]]
 
     # WHEN the operator acts
     acted = donations(capsys, "redrive", "--yes")
 
-    # THEN the donation is due again for the same period and PaymentIntent, and the message is gone
+    # THEN the period's intent is open again with a fresh dunning budget and its attempts kept, the
+    # donation is active and held for that period, and the message is gone
     assert acted.code == 0, acted.err
     assert "reset for another attempt" in acted.out
     assert "message deleted" in acted.out
+    reopened = _intent(services, donation_id, period)
+    assert (reopened["status"], reopened["openFor"], reopened["attempts"]) == ("pending", str(donation_id), 0)
+    assert _sent_keys(reopened) == sent_before
+    assert reopened["paymentIntentId"] == letter["paymentIntentId"]
+    assert "pendingDeadLetter" not in reopened
     reset = scheduled.find_one({"_id": donation_id})
     assert reset is not None
-    assert reset["status"] == "active"
-    assert reset["periodStart"].date().isoformat() == letter["period"]
-    assert reset["paymentIntentId"] == letter["paymentIntentId"]
-    assert (reset["attempts"], reset["periodAttempts"]) == (0, 1)  # a fresh dunning budget, keys go on
-    assert "stopReason" not in reset
-    assert "pendingDeadLetter" not in reset
+    assert (reset["status"], reset["openPeriod"], reset["redriveCount"]) == ("active", period, 1)
+    assert reset["nextRunAt"] == before["nextRunAt"]  # the host's date is left as it is
+    for cleared in ("stopReason", "stoppedAt", "stoppedPeriod", "claimedBy"):
+        assert cleared not in reset
     assert peek_letters(services) == []
 
     # WHEN the next runs come
@@ -79,21 +129,22 @@ def test_redrive_retries_a_fixed_card_once_on_the_same_payment_intent(
     second = run_engine(make_engine())
     third = run_engine(make_engine())
 
-    # THEN the period was charged exactly once, on the dead letter's PaymentIntent
-    assert second.succeeded == 1
-    assert third.due == 0
-    charges = [
-        charge
-        for charge in services.stripe.state.charges()
-        if charge.metadata.get("scheduled_donation_id") == str(donation_id)
-    ]
-    assert len(charges) == 1
-    assert charges[0].payment_intent_id == letter["paymentIntentId"]
-    assert charges[0].metadata["period"] == letter["period"]
-    assert charges[0].idempotency_key == f"{letter['idempotencyKey']}:attempt-2"
-    record = services.database["donations"].find_one({"scheduledDonationId": donation_id})
-    assert record is not None
-    assert record["status"] == "succeeded"
+    # THEN the period was charged exactly once, on the dead letter's PaymentIntent, under a new key
+    assert second.succeeded == 1, second.to_dict()
+    assert (third.due, third.succeeded) == (0, 0)
+    (charge,) = _charges_of(services, donation_id)
+    assert charge.payment_intent_id == letter["paymentIntentId"]
+    assert charge.metadata["period"] == period
+    assert charge.payment_method == SUCCEEDS
+    assert charge.idempotency_key == new_key
+    assert charge.idempotency_key not in sent_before
+    charged = _intent(services, donation_id, period)
+    assert charged["status"] == "succeeded"
+    assert "openFor" not in charged
+    moved = scheduled.find_one({"_id": donation_id})
+    assert moved is not None
+    assert moved["nextRunAt"] > before["nextRunAt"]
+    assert "openPeriod" not in moved
 
     # WHEN the operator redrives again
     again = donations(capsys, "redrive", "--yes")
@@ -112,7 +163,7 @@ def test_redrive_of_an_already_charged_period_only_deletes_the_message(
     point_cli_at(services, monkeypatch)
     donation_id = insert_donation(services)
     assert run_engine(make_engine()).succeeded == 1
-    record = services.database["donations"].find_one({"scheduledDonationId": donation_id})
+    record = services.database["donations"].find_one({"scheduledDonationId": str(donation_id)})
     assert record is not None
     send_raw(
         services,
@@ -131,14 +182,86 @@ def test_redrive_of_an_already_charged_period_only_deletes_the_message(
     # WHEN the operator redrives it
     result = donations(capsys, "redrive", "--yes")
 
-    # THEN the message is deleted, the donation untouched, and Stripe saw nothing
+    # THEN the message is deleted, the donation and its ledger entry untouched, and Stripe saw nothing
     assert result.code == 0, result.err
-    assert "nothing to do: period already charged" in result.out
+    assert f"nothing to do: period already charged ({record['paymentIntentId']})" in result.out
     assert "message deleted" in result.out
     assert services.database["scheduled_donations"].find_one({"_id": donation_id}) == before
+    assert services.database["donations"].find_one({"_id": record["_id"]}) == record
     assert peek_letters(services) == []
     assert services.stripe.state.request_count == requests_before
     assert len(services.stripe.state.charges()) == 1
+
+
+def test_a_letter_for_a_deleted_donation_is_left_on_the_queue(
+    services: LocalServices,
+    make_engine: MakeEngine,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # GIVEN a stopped donation that the host platform then deleted
+    point_cli_at(services, monkeypatch)
+    donation_id, letter = _stopped_by_a_stolen_card(services, make_engine)
+    services.database["scheduled_donations"].delete_one({"_id": donation_id})
+    stopped = _intent(services, donation_id, letter["period"])
+
+    # WHEN the operator redrives it
+    result = donations(capsys, "redrive", "--yes")
+
+    # THEN it is skipped with the reason, the letter stays, and the period is not reopened
+    assert result.code == 0, result.err
+    assert "skip: scheduled donation not found; left on the queue" in result.out
+    assert "1 left on the queue" in result.out
+    assert [item["deadLetterId"] for item in peek_letters(services)] == [letter["deadLetterId"]]
+    assert _intent(services, donation_id, letter["period"]) == stopped
+
+
+_SUMMARY = re.compile(
+    r"(\d+) messages: (\d+) (?:would be )?reset for another attempt, (\d+) deleted as done, (\d+) left"
+)
+
+
+def test_a_dry_run_and_the_run_with_yes_agree_on_the_counts(
+    services: LocalServices,
+    make_engine: MakeEngine,
+    clock: TestClock,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # GIVEN four letters: a fixed card to redrive, a period already charged, a deleted donation, and junk
+    point_cli_at(services, monkeypatch)
+    fixed_id, _ = _stopped_by_a_stolen_card(services, make_engine)
+    _fix_card(services, fixed_id)
+    gone_id, _ = _stopped_by_a_stolen_card(services, make_engine)
+    services.database["scheduled_donations"].delete_one({"_id": gone_id})
+    paid_id = insert_donation(services)
+    assert run_engine(make_engine()).succeeded == 1
+    paid = services.database["donations"].find_one({"scheduledDonationId": str(paid_id)})
+    assert paid is not None
+    send_raw(
+        services,
+        json.dumps({"reason": "hard_decline", "scheduledDonationId": str(paid_id), "period": paid["period"]}),
+    )
+    send_raw(services, "not a letter")
+
+    # WHEN the operator looks, then acts
+    dry = donations(capsys, "redrive")
+    acted = donations(capsys, "redrive", "--yes")
+
+    # THEN both name the same counts; the run with --yes did what the dry run said
+    assert (dry.code, acted.code) == (0, 0), dry.err + acted.err
+    planned = _SUMMARY.search(dry.out)
+    done = _SUMMARY.search(acted.out)
+    assert planned is not None
+    assert done is not None
+    assert planned.groups() == done.groups() == ("4", "1", "1", "2")
+    assert "nothing changed. Run with --yes to act." in dry.out
+    assert "0 errors (2 messages deleted)" in acted.out
+    depth = donations(capsys, "status", "--json")
+    assert json.loads(depth.out)["deadLetterQueue"]["messages"] == 2
+    _catch_up(clock)
+    assert run_engine(make_engine()).succeeded == 1
+    assert len(_charges_of(services, fixed_id)) == 1
 
 
 def test_a_still_invalid_donation_stays_on_the_queue_and_is_redriven_once_fixed(
@@ -169,12 +292,19 @@ def test_a_still_invalid_donation_stays_on_the_queue_and_is_redriven_once_fixed(
     # WHEN the host application fixes the amount and the operator redrives again
     scheduled.update_one({"_id": donation_id}, {"$set": {"amount": 1500}})
     fixed = donations(capsys, "redrive", "--yes")
+    reset = scheduled.find_one({"_id": donation_id})
     _catch_up(clock)
     summary = run_engine(make_engine())
 
-    # THEN it is charged once, for the period it was due (three days ago), not for today
+    # THEN it is active again with the stop fields gone, and charged once, for the period it was due
+    # (three days ago), not for today
     assert fixed.code == 0
+    assert f"period {due.date().isoformat()} opened by the job (due now)" in fixed.out
     assert "message deleted" in fixed.out
+    assert reset is not None
+    assert reset["status"] == "active"
+    for cleared in ("invalidReason", "stopReason", "stoppedAt", "pendingDeadLetter", "openPeriod"):
+        assert cleared not in reset
     assert peek_letters(services) == []
     assert summary.succeeded == 1
     (charge,) = services.stripe.state.charges()
@@ -182,30 +312,90 @@ def test_a_still_invalid_donation_stays_on_the_queue_and_is_redriven_once_fixed(
     assert charge.amount == 1500
 
 
-@pytest.mark.parametrize("stopped_by_older_engine", [False, True], ids=["periodAttempts", "legacy"])
-def test_redrive_after_exhausted_dunning_uses_a_fresh_attempt_key(
+def test_redrive_after_exhausted_dunning_gives_the_budget_back_and_uses_a_fresh_key(
     services: LocalServices,
     make_engine: MakeEngine,
     clock: TestClock,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
-    stopped_by_older_engine: bool,
 ) -> None:
-    # GIVEN a soft-declined donation that used up MAX_ATTEMPTS=2 (creation, then confirm key attempt-2)
+    # GIVEN a soft-declined donation that used up MAX_ATTEMPTS=2 (the creation key, then attempt-2)
     point_cli_at(services, monkeypatch)
     donation_id = insert_donation(services, payment_method_id=INSUFFICIENT_FUNDS)
     assert run_engine(make_engine(MAX_ATTEMPTS="2")).failed == 1
     clock.advance(days=1, minutes=1)
-    stopped = run_engine(make_engine(MAX_ATTEMPTS="2"))
-    assert stopped.dead_lettered == 1
+    assert run_engine(make_engine(MAX_ATTEMPTS="2")).dead_lettered == 1
     (letter,) = peek_letters(services)
     assert letter["reason"] == "attempts_exhausted"
     creation_key = letter["idempotencyKey"].rsplit(":", 1)[0]
-    scheduled = services.database["scheduled_donations"]
-    if stopped_by_older_engine:  # stopped before the engine kept periodAttempts: only attempts=2 tells
-        scheduled.update_one({"_id": donation_id}, {"$unset": {"periodAttempts": ""}})
+    sent_before = _sent_keys(_intent(services, donation_id, letter["period"]))
+    assert sent_before == [creation_key, f"{creation_key}:attempt-2"]
     # ... and a donor who then changed the card
-    scheduled.update_one({"_id": donation_id}, {"$set": {"stripePaymentMethodId": SUCCEEDS}})
+    _fix_card(services, donation_id)
+
+    # WHEN the operator redrives it and the next run comes
+    result = donations(capsys, "redrive", "--yes")
+    reopened = _intent(services, donation_id, letter["period"])
+    _catch_up(clock)
+    summary = run_engine(make_engine(MAX_ATTEMPTS="2"))
+
+    # THEN the dunning budget is back, and the run charged it once, on the same PaymentIntent, under a key
+    # not sent before for this period (attempt-2 again, with another card, is an idempotency error)
+    assert result.code == 0, result.err
+    assert f"new key {creation_key}:attempt-3" in result.out
+    assert (reopened["status"], reopened["attempts"]) == ("pending", 0)
+    assert summary.succeeded == 1, summary.to_dict()
+    (charge,) = services.stripe.state.charges()
+    assert charge.payment_intent_id == letter["paymentIntentId"]
+    assert charge.idempotency_key == f"{creation_key}:attempt-3"
+    assert charge.idempotency_key not in sent_before
+
+
+def test_a_period_stopped_by_an_earlier_version_is_adopted_by_the_job_with_a_fresh_budget(
+    services: LocalServices,
+    make_engine: MakeEngine,
+    clock: TestClock,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # GIVEN a period an earlier version of the job (before the charge intent) stopped after two declines:
+    # the period in flight on the document itself and a `donations` record keyed by the raw id
+    point_cli_at(services, monkeypatch)
+    donation_id = insert_donation(services, payment_method_id=INSUFFICIENT_FUNDS)
+    assert run_engine(make_engine(MAX_ATTEMPTS="2")).failed == 1
+    clock.advance(days=1, minutes=1)
+    assert run_engine(make_engine(MAX_ATTEMPTS="2")).dead_lettered == 1
+    (letter,) = peek_letters(services)
+    period = letter["period"]
+    intent = _intent(services, donation_id, period)
+    sent_before = _sent_keys(intent)
+    services.database["donations"].replace_one(
+        {"_id": intent["_id"]},
+        {
+            "scheduledDonationId": donation_id,
+            "period": period,
+            "status": "failed",
+            "amount": intent["amount"],
+            "currency": intent["currency"],
+            "paymentIntentId": intent["paymentIntentId"],
+            "createdAt": intent["createdAt"],
+            "updatedAt": intent["updatedAt"],
+        },
+    )
+    scheduled = services.database["scheduled_donations"]
+    scheduled.update_one(
+        {"_id": donation_id},
+        {
+            "$set": {
+                "periodStart": intent["dueAt"],
+                "paymentIntentId": intent["paymentIntentId"],
+                "periodAttempts": 2,
+                "attempts": 2,
+                "stripePaymentMethodId": SUCCEEDS,
+            },
+            "$unset": {"stoppedPeriod": ""},
+        },
+    )
 
     # WHEN the operator redrives it and the next run comes
     result = donations(capsys, "redrive", "--yes")
@@ -213,16 +403,143 @@ def test_redrive_after_exhausted_dunning_uses_a_fresh_attempt_key(
     _catch_up(clock)
     summary = run_engine(make_engine(MAX_ATTEMPTS="2"))
 
-    # THEN the dunning budget is back, and the run charged it once, on the same PaymentIntent, under a key
-    # not sent before this period (attempt-2 again, with another card, is an idempotency error at Stripe)
+    # THEN the document is active with its dunning budget back and its key count kept, and the job adopted
+    # the period and charged it once, on its PaymentIntent, under a key never sent before
     assert result.code == 0, result.err
-    assert f"next confirm key {creation_key}:attempt-3" in result.out
+    assert (
+        f"left in flight by an earlier version, adopted by the job: PaymentIntent {intent['paymentIntentId']}"
+        in (result.out)
+    )
+    assert "message deleted" in result.out
     assert reset is not None
-    assert (reset["attempts"], reset["periodAttempts"]) == (0, 2)
+    assert (reset["status"], reset["attempts"], reset["periodAttempts"]) == ("active", 0, 2)
+    assert "openPeriod" not in reset
     assert summary.succeeded == 1, summary.to_dict()
     (charge,) = services.stripe.state.charges()
+    assert charge.payment_intent_id == intent["paymentIntentId"]
+    assert charge.metadata["period"] == period
+    assert charge.idempotency_key is not None
+    assert charge.idempotency_key.startswith(f"{sent_before[0]}:attempt-")
+    assert charge.idempotency_key not in sent_before
+    adopted = _intent(services, donation_id, period)
+    assert adopted["status"] == "succeeded"
+
+
+def test_if_the_donation_changes_between_the_two_writes_the_reopened_period_is_given_up_uncharged(
+    services: LocalServices,
+    make_engine: MakeEngine,
+    clock: TestClock,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # GIVEN a stopped donation with a fixed card, which the host cancels while the redrive is between the
+    # intent's write and the donation's
+    point_cli_at(services, monkeypatch)
+    donation_id, letter = _stopped_by_a_stolen_card(services, make_engine)
+    _fix_card(services, donation_id)
+    scheduled = services.database["scheduled_donations"]
+    write_schedule = MongoDonationStore.redrive_schedule
+
+    def host_cancels_first(store: MongoDonationStore, *args: Any, **kwargs: Any) -> bool:
+        scheduled.update_one({"_id": donation_id}, {"$set": {"status": "canceled"}})
+        return write_schedule(store, *args, **kwargs)
+
+    monkeypatch.setattr(MongoDonationStore, "redrive_schedule", host_cancels_first)
+
+    # WHEN the operator redrives it and the next run comes
+    result = donations(capsys, "redrive", "--yes")
+    _catch_up(clock)
+    summary = run_engine(make_engine())
+
+    # THEN the letter stays, the donation stays cancelled, and the run gave the reopened period up
+    # without a Stripe request
+    assert result.code == 0, result.err
+    assert "the donation changed while redriving; the next run gives the reopened period up" in result.out
+    assert len(peek_letters(services)) == 1
+    assert summary.succeeded == 0
+    assert _charges_of(services, donation_id) == []
+    given_up = _intent(services, donation_id, letter["period"])
+    assert given_up["status"] == "canceled"
+    assert len(given_up["attemptLog"]) == 1
+    document = scheduled.find_one({"_id": donation_id})
+    assert document is not None
+    assert document["status"] == "canceled"
+    assert "openPeriod" not in document
+
+
+def test_a_run_between_the_two_writes_does_not_leave_the_donation_stuck(
+    services: LocalServices,
+    make_engine: MakeEngine,
+    clock: TestClock,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # GIVEN a stopped donation with a fixed card, and a run that takes the reopened intent while the
+    # donation is still stopped (between the redrive's two writes): it gives the period up
+    point_cli_at(services, monkeypatch)
+    donation_id, letter = _stopped_by_a_stolen_card(services, make_engine)
+    _fix_card(services, donation_id)
+    write_schedule = MongoDonationStore.redrive_schedule
+    between: list[Any] = []
+
+    def run_first(store: MongoDonationStore, *args: Any, **kwargs: Any) -> bool:
+        _catch_up(clock)
+        between.append(run_engine(make_engine()))
+        return write_schedule(store, *args, **kwargs)
+
+    monkeypatch.setattr(MongoDonationStore, "redrive_schedule", run_first)
+
+    # WHEN the redrive finishes, and the next run comes
+    result = donations(capsys, "redrive", "--yes")
+    monkeypatch.undo()
+    point_cli_at(services, monkeypatch)
+    after = services.database["scheduled_donations"].find_one({"_id": donation_id})
+    _catch_up(clock)
+    summary = run_engine(make_engine())
+
+    # THEN the run in between charged nothing; the donation was not left held for a closed intent, and the
+    # next run reopened the period and charged it once
+    assert result.code == 0, result.err
+    assert "a run gave the period up meanwhile" in result.out
+    assert [run.succeeded for run in between] == [0]
+    assert after is not None
+    assert after["status"] == "active"
+    assert "openPeriod" not in after
+    assert summary.succeeded == 1, summary.to_dict()
+    (charge,) = _charges_of(services, donation_id)
     assert charge.payment_intent_id == letter["paymentIntentId"]
-    assert charge.idempotency_key == f"{creation_key}:attempt-3"
+    assert _intent(services, donation_id, letter["period"])["status"] == "succeeded"
+
+
+def test_a_period_whose_payment_intent_stripe_canceled_is_not_reopened(
+    services: LocalServices,
+    make_engine: MakeEngine,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # GIVEN a period stopped because its PaymentIntent is canceled in Stripe (the engine leaves the intent
+    # `canceled` and the donation `invalid`; here the stop is rewritten into that shape)
+    point_cli_at(services, monkeypatch)
+    donation_id, letter = _stopped_by_a_stolen_card(services, make_engine)
+    _fix_card(services, donation_id)
+    reason = "stripe_rejected_request:payment_intent_canceled"
+    services.database["donations"].update_one(
+        {"scheduledDonationId": str(donation_id), "period": letter["period"]},
+        {"$set": {"status": "canceled", "stopReason": reason}},
+    )
+    services.database["scheduled_donations"].update_one(
+        {"_id": donation_id}, {"$set": {"status": "invalid", "stopReason": reason}}
+    )
+    before = _intent(services, donation_id, letter["period"])
+
+    # WHEN the operator redrives it
+    result = donations(capsys, "redrive", "--yes")
+
+    # THEN it is left with the reason: another attempt on that PaymentIntent could only be rejected
+    assert result.code == 0, result.err
+    assert f"skip: the period's PaymentIntent {letter['paymentIntentId']} cannot be confirmed" in result.out
+    assert _intent(services, donation_id, letter["period"]) == before
+    assert len(peek_letters(services)) == 1
 
 
 def test_a_malformed_message_is_reported_and_left(

@@ -15,7 +15,7 @@ from cli_support import donations, insert_donation, point_cli_at, run_engine, se
 from donation_processor.engine import DonationEngine
 from harness.aws_local import client_kwargs
 from harness.local_services import LocalServices
-from harness.seed import STOLEN_CARD
+from harness.seed import INSUFFICIENT_FUNDS, STOLEN_CARD, naive_utc
 
 
 def _pause_parameter(services: LocalServices, value: str | None) -> str:
@@ -25,6 +25,36 @@ def _pause_parameter(services: LocalServices, value: str | None) -> str:
             Name=name, Value=value, Type="String"
         )
     return name
+
+
+def _period(moment: datetime) -> str:
+    return moment.date().isoformat()
+
+
+def _intent(
+    services: LocalServices,
+    donation_id: Any,
+    due: datetime,
+    *,
+    status: str = "pending",
+    attempts: int = 0,
+    next_attempt_at: datetime | None = None,
+    **extra: Any,
+) -> None:
+    """A charge intent as the engine writes it (only the fields the counts read matter here)."""
+    document: dict[str, Any] = {
+        "schema": 2,
+        "scheduledDonationId": str(donation_id),
+        "period": _period(due),
+        "status": status,
+        "attempts": attempts,
+        "dueAt": naive_utc(due),
+        **extra,
+    }
+    if status == "pending":
+        document["openFor"] = str(donation_id)
+        document["nextAttemptAt"] = naive_utc(next_attempt_at or due)
+    services.database["donations"].insert_one(document)
 
 
 def _status(capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
@@ -44,8 +74,17 @@ def test_status_counts_each_category(
     for _ in range(2):
         insert_donation(services, next_run_at=now - timedelta(hours=1))  # due
     insert_donation(services, next_run_at=now - timedelta(hours=30))  # due and overdue
-    insert_donation(services, next_run_at=now + timedelta(days=2), attempts=2)  # past due, retry later
     insert_donation(services, next_run_at=now + timedelta(days=1))  # active, not due
+    in_dunning = insert_donation(  # due long ago, but its period is open: the intent is what is due
+        services, next_run_at=now - timedelta(days=3), openPeriod=_period(now - timedelta(days=3))
+    )
+    _intent(
+        services, in_dunning, now - timedelta(days=3), attempts=1, next_attempt_at=now + timedelta(days=2)
+    )
+    _intent(services, "recheck-due", now, attempts=0, next_attempt_at=now - timedelta(minutes=1))
+    _intent(  # stopped, its dead letter parked in the ledger (SQS was down)
+        services, "stopped", now, status="failed", pendingDeadLetter={"deadLetterId": "stopped:x:y"}
+    )
     for _ in range(2):
         insert_donation(services, status="invalid", invalidReason="amount")
     insert_donation(services, status="payment_failed", pendingDeadLetter={"deadLetterId": "x:2026-01-01:y"})
@@ -62,19 +101,23 @@ def test_status_counts_each_category(
     # THEN each category has its count, and the queue depth and the switch are shown
     assert report["donations"] == {
         "dueNow": 4,
+        "openChargesDue": 1,
         "overdue": 1,
+        "openCharges": 2,
         "pastDue": 1,
         "invalid": 2,
         "stopped": 1,
         "claimedNow": 1,
-        "parkedDeadLetters": 1,
+        "parkedDeadLetters": 2,
         "active": 6,
     }
     assert report["deadLetterQueue"]["messages"] == 2
     assert report["pauseSwitch"]["state"] == "running"
     assert report["lastRun"]["summary"] is None
     assert table.code == 0
-    assert f"  {'due now':<44} {4:>10}\n" in table.out
+    assert f"  {'due now (no open charge)':<44} {4:>10}\n" in table.out
+    assert f"  {'open charges (dunning, recheck, in flight)':<44} {2:>10}\n" in table.out
+    assert f"  {'dead letters parked in MongoDB':<44} {2:>10}\n" in table.out
     assert f"  {'overdue (> 24 h)':<44} {1:>10}\n" in table.out
     assert f"  {'messages waiting':<44} {2:>10}\n" in table.out
     assert "no run has finished yet" in table.out
@@ -86,13 +129,15 @@ def test_status_shows_the_last_run_and_the_dead_letter_it_left(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    # GIVEN a real run that charged two donations and dead-lettered a stolen card
+    # GIVEN a real run that charged two donations, dead-lettered a stolen card and left a soft decline in
+    # dunning (its schedule still has the past nextRunAt; its open intent waits for the retry)
     point_cli_at(services, monkeypatch)
     insert_donation(services)
     insert_donation(services)
     insert_donation(services, payment_method_id=STOLEN_CARD)
+    insert_donation(services, payment_method_id=INSUFFICIENT_FUNDS)
     summary = run_engine(make_engine())
-    assert (summary.succeeded, summary.dead_lettered) == (2, 1)
+    assert (summary.succeeded, summary.dead_lettered, summary.failed) == (2, 1, 2)
 
     # WHEN the operator asks for the status
     report = _status(capsys)
@@ -106,8 +151,9 @@ def test_status_shows_the_last_run_and_the_dead_letter_it_left(
     assert last["fence"] > 0
     assert last["leaseLive"] is False
     assert report["deadLetterQueue"]["messages"] == 1
-    assert report["donations"]["stopped"] == 1
-    assert report["donations"]["dueNow"] == 0
+    counts = report["donations"]
+    assert (counts["stopped"], counts["dueNow"], counts["openChargesDue"]) == (1, 0, 0)
+    assert (counts["openCharges"], counts["pastDue"], counts["parkedDeadLetters"]) == (1, 1, 0)
     assert report["pauseSwitch"]["state"] == "not configured"
     assert summary.run_id in table.out
     assert "free" in table.out

@@ -3,23 +3,38 @@
 For each letter on the dead-letter queue (dry run by default; --yes acts):
 
 - the letter is not JSON or names no donation: reported, left on the queue;
-- the donation is gone, is on another period, or is in a state redrive does not touch: left on the queue;
-- the period already has a `succeeded` record: nothing to do, the message is deleted;
-- the donation, as it would be after the reset, still fails validation: left on the queue;
-- otherwise it is reset for another attempt with one conditional update (status payment_failed/invalid
-  as read → active, due now, the period pinned in periodStart, the stop fields and any claim cleared) and the
-  message is deleted only after that update matched.
+- its period already has a `succeeded` entry in the ledger (`donations`): nothing to do, the message is
+  deleted;
+- the donation is gone, shares its id with another document, or is in a state redrive does not touch
+  (neither `payment_failed` nor `invalid`): left on the queue. One that is `active` again is done with
+  (the message is deleted) when the letter's period is open or is the period the schedule is on;
+- the donation, as the redrive would leave it, fails validation: left on the queue ("still invalid");
+- the letter is for another period than the one the donation stopped on, or the period's PaymentIntent
+  is one Stripe reported as canceled or unconfirmable (another attempt on it could only be rejected):
+  left on the queue;
+- otherwise the period goes back to the job, and the message is deleted only after both writes matched:
+  1. its charge intent is reopened (failed/canceled -> pending, due now, `attempts` 0, no lease), by a
+     write conditional on the intent as read;
+  2. then the donation is made `active` again, held for that period (`openPeriod`), with the stop fields
+     and any claim cleared (`lastRedrivenAt`, `redriveCount` + 1), conditional on its status and
+     `stoppedAt` as read.
+  The intent goes first: if the second write fails, the next run finds an open intent whose donation is
+  not active and gives the period up (`canceled`) without a charge; a later redrive reopens it again.
+  A letter without a period (`invalid_document`) has no intent: the donation is made `active` again and
+  the job opens the period nextRunAt names when it is due. So does a period stopped by a version before
+  the charge intent: the job adopts what that version left on the document, with the dunning budget back
+  to 0 (`periodAttempts` kept, so its keys go on past the ones already sent).
 
-What the reset keeps, and why no period can be charged twice:
+Why no period is charged twice, and no key is sent again:
 
-- `periodStart` (or, if the document has none, the letter's period): the period, and so the creation key
-  `scheduled-donation:<id>:<period>`, stays the same;
-- `paymentIntentId`: the engine retrieves that PaymentIntent and re-confirms it; a PaymentIntent succeeds
-  at most once, and one that already succeeded is recorded, not charged again;
-- `periodAttempts`: the engine derives the per-attempt confirm key from it (`…:attempt-<periodAttempts+1>`),
-  so the next attempt uses a key never sent for this period (re-sending a used key would replay the old
-  decline, or be refused as an idempotency error with the donor's new card). A document stopped before the
-  engine kept `periodAttempts` gets it set to its `attempts`. `attempts` (the dunning budget) goes back to 0.
+- the ledger has one entry per (donation, period), and the period never changes: the reopened intent is
+  that entry, with its amount, currency and customer as first written;
+- the engine numbers the attempts on the intent, and every attempt is written there (key, payment method)
+  before it is sent: the next one is `<creation key>:attempt-<n>` with n past every key already sent, so
+  a reopened period never re-sends a key Stripe stored a decline under, and uses the donation's payment
+  method of that moment (the donor's new card);
+- the period's PaymentIntent stays on the intent: the next attempt confirms it (a PaymentIntent succeeds
+  at most once); only a period that never got one creates it.
 
 Redrive once the cause is fixed (the donor's new card, a corrected document): a donation redriven unchanged
 is declined again and dead-lettered again (never charged twice).
@@ -32,18 +47,17 @@ from __future__ import annotations
 import argparse
 import json
 from collections import Counter
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any, Literal, TextIO
 
-from bson import ObjectId
-from pymongo.collection import Collection
-
-from donation_processor.adapters.donation_store import DONATIONS, SCHEDULED
-from donation_processor.adapters.mongo_connection import to_mongo_datetime
-from donation_processor.idempotency import confirm_key, payment_intent_key
-from donation_processor.schedule import as_utc, period_key
-from donation_processor.validation import InvalidDonation, validate
+from donation_processor.adapters.donation_store import MongoDonationStore
+from donation_processor.charge_intent import ChargeIntent, IntentStatus
+from donation_processor.charge_rules import StopReason
+from donation_processor.idempotency import attempt_key
+from donation_processor.ports import Document
+from donation_processor.validation import ChargeableDonation, InvalidDonation, read_schedule, validate
+from donation_processor.work_claims import TWIN_IDS, new_intent
 from donations_cli.connections import Connections, aws_errors, mongo_errors
 from donations_cli.errors import EXIT_FAILURE, EXIT_OK, CliError, UsageError
 from donations_cli.progress import Progress, progress_enabled
@@ -52,14 +66,9 @@ if TYPE_CHECKING:
     from mypy_boto3_sqs.type_defs import ChangeMessageVisibilityBatchRequestEntryTypeDef
 
 REDRIVABLE = ("payment_failed", "invalid")
-CLEARED_ON_RESET = (
-    "stopReason",
-    "stoppedAt",
-    "invalidReason",
-    "pendingDeadLetter",
-    "claimedBy",
-    "claimExpiresAt",
-)
+STOPPED = (IntentStatus.FAILED, IntentStatus.CANCELED)
+# The stop reason of a period whose PaymentIntent Stripe reported as canceled or unconfirmable.
+UNUSABLE_PAYMENT_INTENT = f"{StopReason.STRIPE_REJECTED_REQUEST}:payment_intent_"
 MAX_MESSAGES = 10_000
 Action = Literal["reset", "delete", "leave"]
 
@@ -133,105 +142,120 @@ def parse_letter(raw: str) -> Letter:
 
 @dataclass(frozen=True)
 class Plan:
+    """What redrive does with one letter. A reset with `intent` reopens that intent first and holds the
+    schedule for `period`; a reset without one leaves the period to the job (it opens or adopts it)."""
+
     action: Action
     reason: str
-    query: dict[str, Any] = field(default_factory=dict)
-    update: dict[str, Any] = field(default_factory=dict)
+    document: Document | None = None
+    intent: ChargeIntent | None = None
+    period: str | None = None
 
 
-def find_donation(collection: Collection[Any], donation_id: str) -> dict[str, Any] | None:
-    """By ObjectId when the id is 24 hex digits and such a document exists, else by the string id."""
-    if ObjectId.is_valid(donation_id) and len(donation_id) == 24:
-        found = collection.find_one({"_id": ObjectId(donation_id)})
-        if found is not None:
-            return dict(found)
-    found = collection.find_one({"_id": donation_id})
-    return dict(found) if found is not None else None
+def _already_active(
+    store: MongoDonationStore, document: Document, letter: Letter, entry: ChargeIntent | None
+) -> Plan:
+    periods = store.schedule_periods(document)
+    current = periods[0] if periods else "unknown"
+    if letter.period is None:
+        return Plan("delete", f"already active again on period {current} (redriven or fixed earlier)")
+    if entry is not None and entry.open and entry.status is IntentStatus.PENDING:
+        return Plan("delete", f"period {letter.period} is open again (redriven earlier)")
+    if letter.period in periods:
+        return Plan("delete", f"already active again on period {letter.period}")
+    return Plan("leave", f"donation is active on period {current}, the letter is for {letter.period}")
 
 
-def _current_period(document: dict[str, Any]) -> str | None:
-    for name in ("periodStart", "nextRunAt"):
-        value = document.get(name)
-        if isinstance(value, datetime):
-            return period_key(value)
-    return None
+def _when(donation: ChargeableDonation, now: datetime) -> str:
+    due = donation.next_run_at
+    return "due now" if due <= now else f"due {due.isoformat(timespec='seconds')}"
 
 
-def _pinned_period_start(document: dict[str, Any], letter: Letter) -> Any:
-    """The period the reset keeps: periodStart as stored; else the letter's period at nextRunAt's time of
-    day; else (a letter without period, e.g. an invalid document) nextRunAt itself."""
-    existing = document.get("periodStart")
-    if existing is not None:
-        return existing  # validate() rejects it if it is not a date-time
-    next_run = document.get("nextRunAt")
-    if letter.period is not None:
-        time_of_day = (
-            as_utc(next_run).time().replace(tzinfo=None) if isinstance(next_run, datetime) else time()
+def _reopen_plan(document: Document, intent: ChargeIntent, donation: ChargeableDonation, period: str) -> Plan:
+    if intent.open:
+        # Stopped but not yet applied by the run that stopped it, or reopened by a redrive whose second
+        # write failed: a run settles it first (without a charge when the donation is not active).
+        return Plan(
+            "leave",
+            f"period {period} is still open ({intent.status}); the next run settles it, then redrive again",
         )
-        return datetime.combine(date.fromisoformat(letter.period), time_of_day)
-    if not isinstance(next_run, datetime):
-        raise InvalidDonation("nextRunAt must be a UTC date-time (it fixes the period to retry)")
-    return next_run
-
-
-def plan(database: Any, letter: Letter, now: datetime) -> Plan:
-    """What redrive does with one letter; reads only."""
-    scheduled = database[SCHEDULED]
-    document = find_donation(scheduled, letter.donation_id)
-    if document is None:
-        return Plan("leave", "scheduled donation not found")
-    if letter.period is not None:
-        charged = database[DONATIONS].find_one(
-            {"scheduledDonationId": document["_id"], "period": letter.period, "status": "succeeded"}
+    if intent.payment_intent_id is not None and (intent.stop_reason or "").startswith(
+        UNUSABLE_PAYMENT_INTENT
+    ):
+        # Stripe said the PaymentIntent itself cannot be confirmed (canceled, or in a state that takes no
+        # confirm): the reopened period would confirm it again and be rejected again.
+        return Plan(
+            "leave",
+            f"the period's PaymentIntent {intent.payment_intent_id} cannot be confirmed "
+            f"({intent.stop_reason}); settle the period by hand",
         )
-        if charged is not None:
-            return Plan("delete", f"period already charged ({charged.get('paymentIntentId')})")
-    status = document.get("status")
-    if status == "active":
-        current = _current_period(document)
-        if document.get("pendingDeadLetter") is None and letter.period in (None, current):
-            return Plan("delete", f"already active again on period {current} (reset earlier)")
-        return Plan("leave", f"donation is active on period {current}, the letter is for {letter.period}")
-    if status not in REDRIVABLE:
-        return Plan("leave", f"donation is {str(status)[:40]!r}; only payment_failed or invalid are redriven")
-    moment = to_mongo_datetime(now)
-    try:
-        period_start = _pinned_period_start(document, letter)
-        after = {key: value for key, value in document.items() if key not in CLEARED_ON_RESET}
-        after.update(status="active", nextRunAt=moment, periodStart=period_start)
-        # Confirm keys count periodAttempts (defaulting to attempts on older documents): keep that count,
-        # give the dunning budget back, and check the document exactly as the reset leaves it.
-        after.update(attempts=0, periodAttempts=validate(after).period_attempts)
-        donation = validate(after)
-    except InvalidDonation as error:
-        return Plan("leave", f"still invalid: {error}")
-    period = period_key(donation.period_start)
-    if letter.period is not None and period != letter.period:
-        return Plan("leave", f"the donation is on period {period}, the letter is for {letter.period}")
-    creation_key = payment_intent_key(donation.id, period)
-    if donation.payment_intent_id is None:
-        intent = f"no PaymentIntent yet (creation key {creation_key})"
+    key = attempt_key(intent.creation_key, intent.next_attempt_number)
+    if intent.payment_intent_id is not None:
+        charge = f"PaymentIntent {intent.payment_intent_id} kept, confirmed under the new key {key}"
     else:
-        next_key = confirm_key(donation.id, period, max(donation.period_attempts + 1, 2))
-        intent = f"PaymentIntent {donation.payment_intent_id} kept (next confirm key {next_key})"
+        charge = f"no PaymentIntent yet, created under the new key {key}"
     return Plan(
         "reset",
-        f"period {period} kept, {intent}, attempts 0",
-        # Conditional on the state just read: a concurrent change makes the update match nothing.
-        query={"_id": document["_id"], "status": status, "stoppedAt": document.get("stoppedAt")},
-        update={
-            "$set": {
-                "status": "active",
-                "nextRunAt": moment,
-                "periodStart": to_mongo_datetime(donation.period_start),
-                "attempts": 0,
-                "periodAttempts": donation.period_attempts,
-                "lastRedrivenAt": moment,
-            },
-            "$unset": {name: "" for name in CLEARED_ON_RESET},
-            "$inc": {"redriveCount": 1},
-        },
+        f"period {period} reopened ({intent.status}), {charge}, payment method {donation.payment_method_id}, "
+        f"amount {intent.amount} {intent.currency} as first written, attempts 0",
+        document,
+        intent,
+        period,
     )
+
+
+def _job_plan(document: Document, donation: ChargeableDonation, letter: Letter, now: datetime) -> Plan:
+    """No intent to reopen: the job opens the period its next claim names, or adopts an earlier version's."""
+    period = new_intent(donation, now).period  # the period the engine opens for this document
+    if letter.period is not None and period != letter.period:
+        return Plan("leave", f"the donation is on period {period}, the letter is for {letter.period}")
+    legacy = donation.legacy
+    if legacy is None:
+        how = "opened by the job"
+    elif legacy.payment_intent_id is not None:
+        how = (
+            f"left in flight by an earlier version, adopted by the job: PaymentIntent "
+            f"{legacy.payment_intent_id} kept, keys numbered past {legacy.period_attempts}"
+        )
+    else:
+        how = "left in flight by an earlier version, adopted by the job"
+    return Plan("reset", f"period {period} {how} ({_when(donation, now)}), attempts 0", document)
+
+
+def plan(store: MongoDonationStore, letter: Letter, now: datetime) -> Plan:
+    """What redrive does with one letter; reads only."""
+    entry = store.period_entry(letter.donation_id, letter.period) if letter.period is not None else None
+    if entry is not None and entry.status is IntentStatus.SUCCEEDED:
+        return Plan("delete", f"period already charged ({entry.payment_intent_id or 'no PaymentIntent id'})")
+    document = store.find_schedule(letter.donation_id)
+    if document is None:
+        return Plan("leave", "scheduled donation not found")
+    if store.ids_with_twins([read_schedule(document).raw_id]):
+        return Plan("leave", TWIN_IDS)
+    status = store.schedule_status(document)
+    if status == "active":
+        return _already_active(store, document, letter, entry)
+    if status not in REDRIVABLE:
+        return Plan("leave", f"donation is {str(status)[:40]!r}; only payment_failed or invalid are redriven")
+    stopped = store.stopped_period(document)
+    if letter.period is not None and stopped not in (None, letter.period):
+        return Plan("leave", f"the donation stopped on period {stopped}, the letter is for {letter.period}")
+    reopen = entry if entry is not None and not entry.legacy_record else None
+    held = letter.period if reopen is not None else None
+    try:
+        donation = validate(store.as_redriven(document, now, held))
+    except InvalidDonation as error:
+        return Plan("leave", f"still invalid: {error}")
+    if reopen is not None and letter.period is not None:
+        return _reopen_plan(document, reopen, donation, letter.period)
+    return _job_plan(document, donation, letter, now)
+
+
+_DRY_RUN = {
+    "reset": "would reset for another attempt: {reason}; would delete the message",
+    "delete": "nothing to do: {reason}; would delete the message",
+    "leave": "skip: {reason}; would stay on the queue",
+}
 
 
 class _Redrive:
@@ -241,6 +265,7 @@ class _Redrive:
         self._out = out
         self._progress = progress
         self._queue_url = connections.config.queue_url
+        self._store = MongoDonationStore(connections.database)
         self.counts: Counter[str] = Counter()
         self.held: dict[str, str] = {}  # MessageId -> receipt handle of messages left on the queue
 
@@ -252,6 +277,40 @@ class _Redrive:
     def _delete(self, receipt: str) -> None:
         with aws_errors("deleting the message"):
             self._connections.sqs.delete_message(QueueUrl=self._queue_url, ReceiptHandle=receipt)
+
+    def _leave(self, message_id: str, receipt: str, text: str) -> None:
+        self.say(f"    skip: {text}; left on the queue")
+        self.counts["left"] += 1
+        self.held[message_id] = receipt
+
+    def _reset(self, decision: Plan, now: datetime) -> str | None:
+        """Both writes, intent first; None when they went through, else why not."""
+        assert decision.document is not None
+        store = self._store
+        intent = decision.intent
+        with mongo_errors("reopening the period"):
+            if intent is not None and not store.redrive_intent(intent, now):
+                return "the period's charge intent changed while redriving (or another period is open)"
+        with mongo_errors("reactivating the donation"):
+            if not store.redrive_schedule(decision.document, now, decision.period if intent else None):
+                if intent is not None:
+                    return (
+                        "the donation changed while redriving; the next run gives the reopened period up "
+                        "without a charge. Run again"
+                    )
+                return "the donation changed while redriving. Run again"
+        if intent is not None and decision.period is not None:
+            self._settle(decision.document, intent, decision.period)
+        return None
+
+    def _settle(self, document: Document, intent: ChargeIntent, period: str) -> None:
+        """A run that took the reopened intent between the two writes saw the donation still stopped and gave
+        the period up: the schedule must not stay held for an intent that is closed again."""
+        with mongo_errors("checking the reopened period"):
+            entry = self._store.period_entry(intent.scheduled_donation_id, period)
+            if entry is not None and entry.status in STOPPED:
+                self._store.release_schedule(read_schedule(document).raw_id)
+                self.say("    note: a run gave the period up meanwhile; the job reopens it when it is due")
 
     def handle(self, message: dict[str, Any], number: int) -> None:
         message_id, receipt = str(message["MessageId"]), str(message["ReceiptHandle"])
@@ -267,40 +326,31 @@ class _Redrive:
             f"[{number}] {letter.donation_id} period {letter.period or '-'} {letter.reason} ({code}) "
             f"PaymentIntent {letter.payment_intent_id or '-'}"
         )
-        database = self._connections.database
+        now = datetime.now(UTC)
         with mongo_errors("reading the donation"):
-            decision = plan(database, letter, datetime.now(UTC))
+            decision = plan(self._store, letter, now)
         if not self._args.yes:
-            text = {
-                "reset": f"would reset for another attempt: {decision.reason}; would delete the message",
-                "delete": f"nothing to do: {decision.reason}; would delete the message",
-                "leave": f"skip: {decision.reason}; would stay on the queue",
-            }[decision.action]
-            self.say(f"    {text}")
-            self.counts[f"would {decision.action}"] += 1
+            self.say("    " + _DRY_RUN[decision.action].format(reason=decision.reason))
+            self.counts["left" if decision.action == "leave" else decision.action] += 1
             self.held[message_id] = receipt
             return
         if decision.action == "leave":
-            self.say(f"    skip: {decision.reason}; left on the queue")
-            self.counts["left"] += 1
-            self.held[message_id] = receipt
+            self._leave(message_id, receipt, decision.reason)
             return
         if decision.action == "reset":
-            with mongo_errors("resetting the donation"):
-                matched = database[SCHEDULED].update_one(decision.query, decision.update).matched_count
-            if matched != 1:
-                self.say("    skip: the donation changed while redriving; left on the queue, run again")
-                self.counts["left"] += 1
-                self.held[message_id] = receipt
+            failed = self._reset(decision, now)
+            if failed is not None:
+                self._leave(message_id, receipt, failed)
                 return
             self.counts["reset"] += 1
             done = f"reset for another attempt: {decision.reason}"
         else:
+            self.counts["delete"] += 1
             done = f"nothing to do: {decision.reason}"
         try:
             self._delete(receipt)
         except CliError as error:
-            # Safe: the next redrive finds the donation active (or charged) and deletes the message then.
+            # Safe: the next redrive finds the period open again (or charged) and deletes the message then.
             self.say(f"    {done}; the message could not be deleted: {error}")
             self.counts["errors"] += 1
             return
@@ -337,6 +387,23 @@ def _estimate(connections: Connections, queue_url: str) -> int | None:
     return int(attributes.get("ApproximateNumberOfMessages", 0))
 
 
+def summary_line(seen: int, counts: Counter[str], acted: bool) -> str:
+    """The last line; a dry run and the run with --yes that follows it use the same three counts."""
+    if not seen:
+        return "no dead letters on the queue\n"
+    if acted:
+        return (
+            f"redrive: {seen} messages: {counts['reset']} reset for another attempt, "
+            f"{counts['delete']} deleted as done, {counts['left']} left on the queue, "
+            f"{counts['errors']} errors ({counts['deleted']} messages deleted)\n"
+        )
+    return (
+        f"redrive (dry run): {seen} messages: {counts['reset']} would be reset for another attempt, "
+        f"{counts['delete']} deleted as done, {counts['left']} left on the queue; nothing changed. "
+        "Run with --yes to act.\n"
+    )
+
+
 def run(args: argparse.Namespace, connections: Connections, out: TextIO, err: TextIO) -> int:
     if not 1 <= args.max <= MAX_MESSAGES:
         raise UsageError(f"--max must be between 1 and {MAX_MESSAGES}")
@@ -351,7 +418,6 @@ def run(args: argparse.Namespace, connections: Connections, out: TextIO, err: Te
     progress = Progress("redrive", total, stream=err, enabled=progress_enabled(args.progress, err))
     redrive = _Redrive(args, connections, out, progress)
     seen: set[str] = set()
-    failed = False
     try:
         with progress:
             while len(seen) < args.max:
@@ -379,19 +445,5 @@ def run(args: argparse.Namespace, connections: Connections, out: TextIO, err: Te
                     progress.advance()
     finally:
         redrive.release_held()
-    counts = redrive.counts
-    failed = counts["errors"] > 0
-    if not seen:
-        out.write("no dead letters on the queue\n")
-    elif args.yes:
-        out.write(
-            f"redrive: {len(seen)} messages: {counts['reset']} reset for another attempt, "
-            f"{counts['deleted']} deleted, {counts['left']} left on the queue, {counts['errors']} errors\n"
-        )
-    else:
-        out.write(
-            f"redrive (dry run): {len(seen)} messages: {counts['would reset']} would be reset, "
-            f"{counts['would delete']} deleted as done, {counts['would leave']} left; nothing changed. "
-            "Run with --yes to act.\n"
-        )
-    return EXIT_FAILURE if failed else EXIT_OK
+    out.write(summary_line(len(seen), redrive.counts, args.yes))
+    return EXIT_FAILURE if redrive.counts["errors"] > 0 else EXIT_OK

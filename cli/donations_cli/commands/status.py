@@ -12,8 +12,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
 
-from donation_processor.adapters.donation_store import SCHEDULED
-from donation_processor.adapters.mongo_connection import to_mongo_datetime
+from donation_processor.adapters.donation_store import MongoDonationStore
 from donation_processor.adapters.pause_switch import PAUSED, RUNNING
 from donations_cli.connections import Connections, aws_errors, mongo_errors
 from donations_cli.errors import EXIT_OK, CliError
@@ -24,25 +23,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def donation_counts(connections: Connections, now: datetime) -> dict[str, int]:
-    """Counts over scheduled_donations; the status/nextRunAt ones use the due index."""
-    collection = connections.database[SCHEDULED]
-    moment = to_mongo_datetime(now)
-    overdue_before = to_mongo_datetime(now - timedelta(hours=connections.config.overdue_after_hours))
-    queries: dict[str, dict[str, Any]] = {
-        "dueNow": {"status": "active", "nextRunAt": {"$lte": moment}},
-        "overdue": {"status": "active", "nextRunAt": {"$lt": overdue_before}},
-        "pastDue": {"status": "active", "attempts": {"$gte": 1}},
-        "invalid": {"status": "invalid"},
-        "stopped": {"status": "payment_failed"},
-        "claimedNow": {"claimExpiresAt": {"$gt": moment}},
-        "parkedDeadLetters": {"pendingDeadLetter.deadLetterId": {"$exists": True}},
-        "active": {"status": "active"},
-    }
-    counts: dict[str, int] = {}
-    for name, query in queries.items():
-        with mongo_errors(f"counting {name}"):
-            counts[name] = collection.count_documents(query)
-    return counts
+    """Counts over the schedules and the open charges (the ledger's pending intents), through the store."""
+    overdue_before = now - timedelta(hours=connections.config.overdue_after_hours)
+    with mongo_errors("counting donations"):
+        return MongoDonationStore(connections.database).operator_counts(now, overdue_before)
 
 
 def _oldest_message_age(connections: Connections, queue_url: str, now: datetime) -> int | None:
@@ -150,8 +134,10 @@ def collect(connections: Connections, now: datetime) -> tuple[dict[str, Any], li
 
 
 _COUNT_LABELS = (
-    ("dueNow", "due now"),
+    ("dueNow", "due now (no open charge)"),
+    ("openChargesDue", "open charges due now"),
     ("overdue", "overdue (> {hours} h)"),
+    ("openCharges", "open charges (dunning, recheck, in flight)"),
     ("pastDue", "past due (soft-declined, retry scheduled)"),
     ("invalid", "invalid"),
     ("stopped", "stopped (payment_failed)"),
@@ -162,7 +148,11 @@ _COUNT_LABELS = (
 
 
 def render(report: dict[str, Any]) -> str:
-    lines = [f"status at {report['now']} (database {report['database']})", "", "scheduled donations"]
+    lines = [
+        f"status at {report['now']} (database {report['database']})",
+        "",
+        "donations (schedules and open charges)",
+    ]
     counts = report["donations"]
     if "error" in counts:
         lines.append(f"  error: {counts['error']}")

@@ -24,7 +24,7 @@ from donation_processor.charge_outcome import StripeFailure
 from donation_processor.charge_rules import Charged, Stopped
 from donation_processor.exceptions import StoreError
 from donation_processor.ports import Claim, Document, ParkedLetter, ScheduleWrite
-from donation_processor.schedule import as_utc
+from donation_processor.schedule import as_utc, period_key
 
 SCHEDULED = "scheduled_donations"
 DONATIONS = "donations"
@@ -749,6 +749,189 @@ class MongoDonationStore:
             )
         except PyMongoError as error:
             raise _failed("clearing a dead letter", error) from error
+
+    # -- operator actions (the CLI) -------------------------------------------------------------------------
+
+    def find_schedule(self, donation_id: str) -> Document | None:
+        """The schedule a dead letter names: by ObjectId when the id is 24 hex digits and such a document
+        exists, else by the id as text."""
+        found: Document | None = None
+        try:
+            if len(donation_id) == 24 and ObjectId.is_valid(donation_id):
+                found = self._scheduled.find_one({"_id": ObjectId(donation_id)})
+            if found is None:
+                found = self._scheduled.find_one({"_id": donation_id})
+        except PyMongoError as error:
+            raise _failed("reading the scheduled donation", error) from error
+        return found
+
+    def period_entry(self, donation_id: str, period: str) -> ChargeIntent | None:
+        """The ledger entry of (canonical id, period): its charge intent, else the record an earlier version
+        wrote for the period (read as a closed entry, succeeded or failed, `legacy_record`), else None."""
+        try:
+            found = self._donations.find_one(
+                {"scheduledDonationId": donation_id, "period": period, "schema": INTENT_SCHEMA}
+            )
+            if found is None:
+                found = self._donations.find_one(
+                    {
+                        "scheduledDonationId": {"$in": _query_ids([donation_id])},
+                        "period": period,
+                        "schema": None,
+                    }
+                )
+        except PyMongoError as error:
+            raise _failed("reading the period's charge intent", error) from error
+        return None if found is None else _legacy_safe(found)
+
+    @staticmethod
+    def schedule_status(document: Document) -> str | None:
+        """The schedule's status as the host (or the engine, when it stopped it) set it."""
+        value = document.get("status")
+        return value if isinstance(value, str) else None
+
+    @staticmethod
+    def schedule_periods(document: Document) -> list[str]:
+        """The periods the engine works on for this schedule: its open period, a period an earlier version
+        left in flight on it, and the period its nextRunAt names."""
+        periods: list[str] = []
+        open_period = document.get("openPeriod")
+        if isinstance(open_period, str):
+            periods.append(open_period)
+        for name in ("periodStart", "nextRunAt"):
+            value = document.get(name)
+            if isinstance(value, datetime):
+                periods.append(period_key(value))
+        return periods
+
+    @staticmethod
+    def stopped_period(document: Document) -> str | None:
+        """The period whose stop stopped this schedule (None if the engine that stopped it did not say)."""
+        value = document.get("stoppedPeriod")
+        return value if isinstance(value, str) else None
+
+    def redrive_intent(self, intent: ChargeIntent, now: datetime) -> bool:
+        """Reopen a stopped period for the next run: failed or canceled -> pending, due now, a fresh dunning
+        budget, no lease. Conditional on the entry as read (closed, same status, no attempt since); False if
+        it changed meanwhile, or if another period of the donation is open.
+
+        Its attempts and PaymentIntent stay on it: the next attempt is numbered past every key already sent
+        for the period, and confirms the period's PaymentIntent (or creates it, if none was ever created)."""
+        if intent.legacy_record or intent.status not in (IntentStatus.FAILED, IntentStatus.CANCELED):
+            return False
+        moment = to_mongo_datetime(now)
+        query = {
+            "_id": intent.ref,
+            "schema": INTENT_SCHEMA,
+            "status": str(intent.status),
+            "openFor": None,
+            "nextAttemptNumber": intent.next_attempt_number,
+        }
+        update = {
+            "$set": {
+                "status": str(IntentStatus.PENDING),
+                "openFor": intent.scheduled_donation_id,
+                "attempts": 0,
+                "nextAttemptAt": moment,
+                "reopenedAt": moment,
+                "redrivenAt": moment,
+                "updatedAt": moment,
+            },
+            "$unset": {
+                "resolvedAt": "",
+                "stopReason": "",
+                "pendingDeadLetter": "",
+                "lease.runId": "",
+                "lease.expiresAt": "",
+            },
+        }
+        try:
+            result = self._donations.update_one(query, update)
+        except DuplicateKeyError:
+            return False  # another period of this donation is open
+        except PyMongoError as error:
+            raise _failed("reopening a charge intent", error) from error
+        return result.matched_count == 1
+
+    @staticmethod
+    def _redrive_changes(
+        document: Document, now: datetime, open_period: str | None
+    ) -> tuple[dict[str, Any], dict[str, str]]:
+        moment = to_mongo_datetime(now)
+        fields: dict[str, Any] = {"status": "active", "lastRedrivenAt": moment}
+        cleared = [
+            "stopReason",
+            "stoppedAt",
+            "stoppedPeriod",
+            "invalidReason",
+            "pendingDeadLetter",
+            "lastError",
+            *_CLAIM_FIELDS,
+        ]
+        if open_period is not None:
+            # The period's intent was reopened first: the schedule is held for it, as in dunning.
+            fields.update(openPeriod=open_period, nextAttemptAt=moment)
+            cleared.extend(LEGACY_IN_FLIGHT_FIELDS)  # the intent holds the period now
+        else:
+            cleared.extend(("openPeriod", "nextAttemptAt"))
+            if any(name in document for name in LEGACY_IN_FLIGHT_FIELDS if name != "attempts"):
+                # A period an earlier version left in flight, which the engine adopts: it numbers its keys
+                # past periodAttempts (which defaults to attempts), so pin that before the budget goes to 0.
+                fields["periodAttempts"] = document.get("periodAttempts", document.get("attempts", 0))
+                fields["attempts"] = 0
+        return fields, dict.fromkeys(cleared, "")
+
+    @classmethod
+    def as_redriven(cls, document: Document, now: datetime, open_period: str | None = None) -> dict[str, Any]:
+        """The schedule document as `redrive_schedule` would leave it, to validate before writing."""
+        fields, cleared = cls._redrive_changes(document, now, open_period)
+        after = {name: value for name, value in document.items() if name not in cleared}
+        after.update(fields)
+        return after
+
+    def redrive_schedule(self, document: Document, now: datetime, open_period: str | None = None) -> bool:
+        """Put a stopped schedule back to active, conditional on its status and stoppedAt as read.
+
+        With open_period its period's intent was reopened first (`redrive_intent`) and the schedule is held
+        for it; without, the engine opens (or adopts) the period when the schedule is due."""
+        fields, cleared = self._redrive_changes(document, now, open_period)
+        return self._update_schedule(
+            {
+                "_id": document["_id"],
+                "status": document.get("status"),
+                "stoppedAt": document.get("stoppedAt"),
+            },
+            {"$set": fields, "$unset": cleared, "$inc": {"redriveCount": 1}},
+        )
+
+    def operator_counts(self, now: datetime, overdue_before: datetime) -> dict[str, int]:
+        """What `donations status` counts: schedules by state, and open charges (intents pending in dunning,
+        awaiting a recheck, or in flight); dead letters parked on either."""
+        moment = to_mongo_datetime(now)
+        open_charge: dict[str, Any] = {"openFor": {"$exists": True}, "status": str(IntentStatus.PENDING)}
+        parked = {"pendingDeadLetter.deadLetterId": {"$exists": True}}
+        counted: dict[str, tuple[Collection[Any], dict[str, Any]]] = {
+            "dueNow": (
+                self._scheduled,
+                {"status": "active", "nextRunAt": {"$lte": moment}, "openPeriod": None},
+            ),
+            "openCharges": (self._donations, open_charge),
+            "openChargesDue": (self._donations, {**open_charge, "nextAttemptAt": {"$lte": moment}}),
+            "pastDue": (self._donations, {**open_charge, "attempts": {"$gte": 1}}),
+            "invalid": (self._scheduled, {"status": "invalid"}),
+            "stopped": (self._scheduled, {"status": "payment_failed"}),
+            "claimedNow": (self._scheduled, {"claimExpiresAt": {"$gt": moment}}),
+            "active": (self._scheduled, {"status": "active"}),
+        }
+        try:
+            counts = {name: where.count_documents(query) for name, (where, query) in counted.items()}
+            counts["parkedDeadLetters"] = sum(
+                where.count_documents(parked) for where in (self._scheduled, self._donations)
+            )
+        except PyMongoError as error:
+            raise _failed("counting donations", error) from error
+        counts["overdue"] = self.count_overdue(overdue_before)
+        return counts
 
 
 def stop_reason(stopped: Stopped) -> str:
