@@ -21,7 +21,18 @@ from typing import Any
 
 from bson import ObjectId
 
-from donation_processor.charge_intent import Attempt, AttemptOutcome, ChargeIntent, IntentStatus, NewIntent
+from donation_processor.adapters.ledger_documents import (
+    INTENT_SCHEMA,
+    LEGACY_IN_FLIGHT_FIELDS,
+    attempt_document,
+    entry_from,
+    error_fields,
+    intent_from,
+    lease_document,
+    query_ids,
+    twin,
+)
+from donation_processor.charge_intent import Attempt, ChargeIntent, IntentStatus, NewIntent
 from donation_processor.charge_outcome import FailureKind, PaymentFailed, StripeFailure, classify_card_error
 from donation_processor.charge_rules import CONFIRMABLE, Charged, Stopped
 from donation_processor.exceptions import DeadLetterSendError, LockContendedError, LockLostError
@@ -35,16 +46,8 @@ from donation_processor.ports import (
 )
 from donation_processor.schedule import as_utc
 
-INTENT_SCHEMA = 2
 _CLAIM_FIELDS = ("claimedBy", "claimExpiresAt")
-_LEGACY_IN_FLIGHT_FIELDS = (
-    "periodStart",
-    "periodFirstAttemptAt",
-    "periodAttempts",
-    "paymentIntentId",
-    "attempts",
-)
-_DONE_WITH_PERIOD = (*_CLAIM_FIELDS, "openPeriod", "nextAttemptAt", "lastError", *_LEGACY_IN_FLIGHT_FIELDS)
+_DONE_WITH_PERIOD = (*_CLAIM_FIELDS, "openPeriod", "nextAttemptAt", "lastError", *LEGACY_IN_FLIGHT_FIELDS)
 
 
 # -- no sockets --------------------------------------------------------------------------------------------
@@ -97,118 +100,11 @@ def _below(value: object, fence: int) -> bool:
     return value is None or (isinstance(value, int) and value < fence)
 
 
-def _query_ids(ids: Sequence[str]) -> list[Any]:
-    """A 24-hex id may be stored as an ObjectId or as a string: ask for both, as the adapter does."""
-    values: list[Any] = []
-    for value in ids:
-        values.append(value)
-        if len(value) == 24 and ObjectId.is_valid(value):
-            values.append(ObjectId(value))
-    return values
-
-
-def _twin(raw: Any) -> Any | None:
-    if isinstance(raw, ObjectId):
-        return str(raw)
-    if isinstance(raw, str) and len(raw) == 24 and ObjectId.is_valid(raw) and str(ObjectId(raw)) == raw:
-        return ObjectId(raw)
-    return None
-
-
 def _sort_by(documents: Iterable[dict[str, Any]], name: str) -> list[dict[str, Any]]:
     return sorted(documents, key=lambda document: as_utc(document[name]))
 
 
 # -- intents as the adapter writes and reads them ----------------------------------------------------------
-
-
-def _attempt_document(attempt: Attempt) -> dict[str, Any]:
-    return {
-        "number": attempt.number,
-        "key": attempt.key,
-        "paymentMethodId": attempt.payment_method_id,
-        "sentAt": naive_utc(attempt.sent_at),
-        "creates": attempt.creates,
-        "outcome": None if attempt.outcome is None else str(attempt.outcome),
-        "reason": attempt.reason,
-    }
-
-
-def _attempt(document: Mapping[str, Any]) -> Attempt:
-    outcome = document.get("outcome")
-    return Attempt(
-        number=int(document["number"]),
-        key=str(document["key"]),
-        payment_method_id=str(document["paymentMethodId"]),
-        sent_at=as_utc(document["sentAt"]),
-        creates=bool(document.get("creates")),
-        outcome=None if outcome is None else AttemptOutcome(outcome),
-        reason=document.get("reason"),
-    )
-
-
-def _intent(document: Mapping[str, Any]) -> ChargeIntent:
-    lease = document.get("lease") or {}
-    run_id = lease.get("runId")
-    expires = lease.get("expiresAt")
-    return ChargeIntent(
-        ref=document["_id"],
-        scheduled_donation_id=str(document["scheduledDonationId"]),
-        period=str(document["period"]),
-        due_at=as_utc(document["dueAt"]),
-        seen_next_run_at=as_utc(document.get("scheduleNextRunAt") or document["dueAt"]),
-        amount=int(document["amount"]),
-        currency=str(document["currency"]),
-        customer_id=str(document["stripeCustomerId"]),
-        payment_method_id=str(document["paymentMethodId"]),
-        creation_key=str(document["idempotencyKey"]),
-        status=IntentStatus(document["status"]),
-        attempts=tuple(_attempt(entry) for entry in document.get("attemptLog") or ()),
-        next_attempt_number=int(document.get("nextAttemptNumber", 2)),
-        dunning_attempts=int(document.get("attempts", 0)),
-        next_attempt_at=as_utc(document.get("nextAttemptAt") or document["updatedAt"]),
-        created_at=as_utc(document["createdAt"]),
-        payment_intent_id=document.get("paymentIntentId"),
-        open="openFor" in document,
-        lease=Claim(run_id, int(lease["fence"])) if run_id is not None and "fence" in lease else None,
-        lease_expires_at=as_utc(expires) if isinstance(expires, datetime) else None,
-        donor_id=document.get("donorId"),
-        stop_reason=document.get("stopReason"),
-    )
-
-
-def _legacy_safe(document: Mapping[str, Any]) -> ChargeIntent:
-    """A record from a version before the charge intent reads as a closed entry of its period."""
-    if document.get("schema") == INTENT_SCHEMA:
-        return _intent(document)
-    created = document.get("createdAt") or document.get("updatedAt")
-    moment = as_utc(created) if isinstance(created, datetime) else datetime(2000, 1, 1, tzinfo=UTC)
-    succeeded = document.get("status") == str(IntentStatus.SUCCEEDED)
-    return ChargeIntent(
-        ref=document["_id"],
-        scheduled_donation_id=str(document["scheduledDonationId"]),
-        period=str(document["period"]),
-        due_at=moment,
-        seen_next_run_at=moment,
-        amount=int(document.get("amount") or 0),
-        currency=str(document.get("currency") or ""),
-        customer_id="",
-        payment_method_id="",
-        creation_key=str(document.get("idempotencyKey") or ""),
-        status=IntentStatus.SUCCEEDED if succeeded else IntentStatus.FAILED,
-        attempts=(),
-        next_attempt_number=2,
-        dunning_attempts=0,
-        next_attempt_at=moment,
-        created_at=moment,
-        payment_intent_id=document.get("paymentIntentId"),
-        open=False,
-        legacy_record=True,
-    )
-
-
-def _lease(claim: Claim, lease_until: datetime) -> dict[str, Any]:
-    return {"runId": claim.run_id, "fence": claim.fence, "expiresAt": naive_utc(lease_until)}
 
 
 def _lease_is_free(document: Mapping[str, Any], now: datetime, fence: int) -> bool:
@@ -223,17 +119,6 @@ def _leased_to(document: Mapping[str, Any], claim: Claim) -> bool:
         and lease.get("runId") == claim.run_id
         and lease.get("fence") == claim.fence
     )
-
-
-def _error_fields(failure: StripeFailure, now: datetime, run_id: str) -> dict[str, Any]:
-    return {
-        "type": failure.error_type,
-        "code": failure.code,
-        "declineCode": failure.decline_code,
-        "message": failure.message,
-        "at": naive_utc(now),
-        "runId": run_id,
-    }
 
 
 def _unset(document: dict[str, Any], names: Iterable[str]) -> None:
@@ -304,7 +189,7 @@ class FakeStore:
     def _in_ids(self, only_ids: Sequence[str] | None) -> Callable[[Any], bool]:
         if only_ids is None:
             return lambda _raw: True
-        wanted = _query_ids(only_ids)
+        wanted = query_ids(only_ids)
         return lambda raw: raw in wanted
 
     def find_due_ids(
@@ -338,12 +223,12 @@ class FakeStore:
 
     def ids_with_twins(self, raw_ids: Sequence[Any]) -> set[str]:
         with self._lock:
-            twins = [twin for twin in map(_twin, raw_ids) if twin is not None]
+            twins = [other for other in map(twin, raw_ids) if other is not None]
             return {str(raw) for raw in self.scheduled if raw in twins}
 
     def schedules_for(self, canonical_ids: Sequence[str]) -> dict[str, Document]:
         with self._lock:
-            wanted = _query_ids(canonical_ids)
+            wanted = query_ids(canonical_ids)
             return {str(raw): copy.deepcopy(doc) for raw, doc in self.scheduled.items() if raw in wanted}
 
     def iter_due(
@@ -409,7 +294,7 @@ class FakeStore:
             document = self.scheduled.get(donation_id)
             if document is not None:
                 document.update(openPeriod=period, nextAttemptAt=naive_utc(next_attempt_at))
-                _unset(document, (*_CLAIM_FIELDS, *_LEGACY_IN_FLIGHT_FIELDS))
+                _unset(document, (*_CLAIM_FIELDS, *LEGACY_IN_FLIGHT_FIELDS))
 
     def release_schedule(self, donation_id: Any) -> None:
         with self._lock:
@@ -521,11 +406,11 @@ class FakeStore:
             "stripeCustomerId": intent.customer_id,
             "paymentMethodId": intent.payment_method_id,
             "idempotencyKey": intent.creation_key,
-            "attemptLog": [_attempt_document(attempt) for attempt in intent.attempts],
+            "attemptLog": [attempt_document(attempt) for attempt in intent.attempts],
             "nextAttemptNumber": intent.next_attempt_number,
             "attempts": intent.dunning_attempts,
             "nextAttemptAt": moment,
-            "lease": _lease(claim, lease_until),
+            "lease": lease_document(claim, lease_until),
             "donorId": intent.donor_id,
             "runId": claim.run_id,
             "createdAt": moment,
@@ -548,7 +433,7 @@ class FakeStore:
                     opened.append(None)
                 else:
                     self.donations[document["_id"]] = document
-                    opened.append((_intent(document), True))
+                    opened.append((intent_from(document), True))
             existing = self._existing_for([intent for _, intent in refused])
             for position, intent in refused:
                 found = existing.get(intent.scheduled_donation_id)
@@ -571,7 +456,7 @@ class FakeStore:
             if "openFor" in document or (
                 document.get("period") == wanted.get(donation_id) and donation_id not in chosen
             ):
-                chosen[donation_id] = _legacy_safe(document)
+                chosen[donation_id] = entry_from(document)
         return chosen
 
     def adopt_legacy(
@@ -602,7 +487,7 @@ class FakeStore:
             if self._refused(adopted):
                 return None  # DuplicateKeyError
             self.donations[record["_id"]] = adopted
-            return _intent(adopted)
+            return intent_from(adopted)
 
     def claim_intents(
         self, now: datetime, claim: Claim, limit: int, lease_until: datetime, only_ids: Sequence[str] | None
@@ -618,8 +503,8 @@ class FakeStore:
             ]
             leased = _sort_by(due, "nextAttemptAt")[:limit]
             for document in leased:
-                document["lease"] = _lease(claim, lease_until)
-            return [_intent(document) for document in leased]
+                document["lease"] = lease_document(claim, lease_until)
+            return [intent_from(document) for document in leased]
 
     def _lease_one(
         self, ref: Any, matches: Callable[[dict[str, Any]], bool], update: Mapping[str, Any]
@@ -631,7 +516,7 @@ class FakeStore:
         if self._refused(updated):
             return None  # another period of this donation is open: it goes first
         self.donations[ref] = updated
-        return _intent(updated)
+        return intent_from(updated)
 
     def take_intent(
         self, intent: ChargeIntent, claim: Claim, now: datetime, lease_until: datetime
@@ -640,7 +525,7 @@ class FakeStore:
             return self._lease_one(
                 intent.ref,
                 lambda document: "openFor" in document and _lease_is_free(document, now, claim.fence),
-                {"lease": _lease(claim, lease_until)},
+                {"lease": lease_document(claim, lease_until)},
             )
 
     def reopen_intent(
@@ -661,7 +546,7 @@ class FakeStore:
                     "openFor": intent.scheduled_donation_id,
                     "attempts": 0,
                     "nextAttemptAt": moment,
-                    "lease": _lease(claim, lease_until),
+                    "lease": lease_document(claim, lease_until),
                     "reopenedAt": moment,
                     "updatedAt": moment,
                 },
@@ -669,7 +554,7 @@ class FakeStore:
             if reopened is None:
                 return None
             _unset(self.donations[intent.ref], ("resolvedAt", "stopReason"))
-            return _intent(self.donations[intent.ref])
+            return intent_from(self.donations[intent.ref])
 
     def _leased_document(self, intent: ChargeIntent, claim: Claim) -> dict[str, Any] | None:
         document = self.donations.get(intent.ref)
@@ -680,7 +565,7 @@ class FakeStore:
             document = self._leased_document(intent, claim)
             if document is None or document.get("nextAttemptNumber") != attempt.number:
                 return False
-            document.setdefault("attemptLog", []).append(_attempt_document(attempt))
+            document.setdefault("attemptLog", []).append(attempt_document(attempt))
             document.update(nextAttemptNumber=attempt.number + 1, updatedAt=naive_utc(attempt.sent_at))
             if not attempt.creates:
                 document["paymentIntentId"] = intent.payment_intent_id
@@ -697,7 +582,7 @@ class FakeStore:
                 paymentIntentId=charged.payment_intent_id,
                 amount=charged.amount,
                 currency=charged.currency,
-                attemptLog=[_attempt_document(attempt) for attempt in intent.attempts],
+                attemptLog=[attempt_document(attempt) for attempt in intent.attempts],
                 nextAttemptAt=moment,
                 resolvedAt=moment,
                 updatedAt=moment,
@@ -718,7 +603,7 @@ class FakeStore:
             if document is None:
                 return False
             document.update(
-                attemptLog=[_attempt_document(attempt) for attempt in intent.attempts],
+                attemptLog=[attempt_document(attempt) for attempt in intent.attempts],
                 attempts=intent.dunning_attempts,
                 nextAttemptAt=naive_utc(next_attempt_at),
                 updatedAt=naive_utc(now),
@@ -727,7 +612,7 @@ class FakeStore:
             if intent.payment_intent_id is not None:
                 document["paymentIntentId"] = intent.payment_intent_id
             if failure is not None:
-                document["error"] = _error_fields(failure, now, claim.run_id)
+                document["error"] = error_fields(failure, now, claim.run_id)
             _unset_lease_holder(document)
             return True
 
@@ -748,7 +633,7 @@ class FakeStore:
             document.update(
                 status=str(IntentStatus.CANCELED if stopped.canceled else IntentStatus.FAILED),
                 stopReason=f"{stopped.reason}:{detail}",
-                attemptLog=[_attempt_document(attempt) for attempt in intent.attempts],
+                attemptLog=[attempt_document(attempt) for attempt in intent.attempts],
                 attempts=stopped.declines,
                 nextAttemptAt=moment,
                 resolvedAt=moment,
@@ -758,7 +643,7 @@ class FakeStore:
             if stopped.payment_intent_id is not None:
                 document["paymentIntentId"] = stopped.payment_intent_id
             if stopped.failure is not None:
-                document["error"] = _error_fields(stopped.failure, now, claim.run_id)
+                document["error"] = error_fields(stopped.failure, now, claim.run_id)
             if letter is not None:
                 document["pendingDeadLetter"] = copy.deepcopy(dict(letter))
             return True

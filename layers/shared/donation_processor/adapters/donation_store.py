@@ -18,13 +18,25 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 
+from donation_processor.adapters.ledger_documents import (
+    INTENT_SCHEMA,
+    LEGACY_IN_FLIGHT_FIELDS,
+    attempt_document,
+    entry_from,
+    error_fields,
+    intent_from,
+    lease_document,
+    query_ids,
+    stop_reason,
+    twin,
+)
 from donation_processor.adapters.mongo_connection import to_mongo_datetime
-from donation_processor.charge_intent import Attempt, AttemptOutcome, ChargeIntent, IntentStatus, NewIntent
+from donation_processor.charge_intent import Attempt, ChargeIntent, IntentStatus, NewIntent
 from donation_processor.charge_outcome import StripeFailure
 from donation_processor.charge_rules import Charged, Stopped
 from donation_processor.exceptions import StoreError
 from donation_processor.ports import Claim, Document, ParkedLetter, ScheduleWrite
-from donation_processor.schedule import as_utc, period_key
+from donation_processor.schedule import period_key
 
 SCHEDULED = "scheduled_donations"
 DONATIONS = "donations"
@@ -33,16 +45,7 @@ RECORD_INDEX = "one_record_per_period"
 OPEN_INTENT_INDEX = "one_open_intent_per_donation"
 OPEN_DUE_INDEX = "open_intents_by_next_attempt"
 PENDING_LETTER_INDEX = "pending_dead_letters"
-INTENT_SCHEMA = 2
 _CLAIM_FIELDS = {"claimedBy": "", "claimExpiresAt": ""}
-# What versions before the charge intent kept on the schedule document while a period was in flight.
-LEGACY_IN_FLIGHT_FIELDS = (
-    "periodStart",
-    "periodFirstAttemptAt",
-    "periodAttempts",
-    "paymentIntentId",
-    "attempts",
-)
 _DONE_WITH_PERIOD = {
     **_CLAIM_FIELDS,
     "openPeriod": "",
@@ -52,97 +55,8 @@ _DONE_WITH_PERIOD = {
 }
 
 
-def _query_ids(ids: Sequence[str]) -> list[Any]:
-    """Ids arrive as text; a 24-hex id may be stored as an ObjectId or as a string, so ask for both."""
-    values: list[Any] = []
-    for value in ids:
-        values.append(value)
-        if len(value) == 24 and ObjectId.is_valid(value):
-            values.append(ObjectId(value))
-    return values
-
-
-def _twin(raw: Any) -> Any | None:
-    """The other spelling of the same id: a 24-hex string for an ObjectId, and the reverse."""
-    if isinstance(raw, ObjectId):
-        return str(raw)
-    if isinstance(raw, str) and len(raw) == 24 and ObjectId.is_valid(raw) and str(ObjectId(raw)) == raw:
-        return ObjectId(raw)
-    return None
-
-
 def _failed(action: str, error: PyMongoError) -> StoreError:
     return StoreError(f"{action} failed: {type(error).__name__}")
-
-
-def _error_fields(failure: StripeFailure, now: datetime, run_id: str) -> dict[str, Any]:
-    return {
-        "type": failure.error_type,
-        "code": failure.code,
-        "declineCode": failure.decline_code,
-        "message": failure.message,
-        "at": to_mongo_datetime(now),
-        "runId": run_id,
-    }
-
-
-def _attempt_document(attempt: Attempt) -> dict[str, Any]:
-    return {
-        "number": attempt.number,
-        "key": attempt.key,
-        "paymentMethodId": attempt.payment_method_id,
-        "sentAt": to_mongo_datetime(attempt.sent_at),
-        "creates": attempt.creates,
-        "outcome": None if attempt.outcome is None else str(attempt.outcome),
-        "reason": attempt.reason,
-    }
-
-
-def _attempt(document: Mapping[str, Any]) -> Attempt:
-    outcome = document.get("outcome")
-    return Attempt(
-        number=int(document["number"]),
-        key=str(document["key"]),
-        payment_method_id=str(document["paymentMethodId"]),
-        sent_at=as_utc(document["sentAt"]),
-        creates=bool(document.get("creates")),
-        outcome=None if outcome is None else AttemptOutcome(outcome),
-        reason=document.get("reason"),
-    )
-
-
-def _intent(document: Mapping[str, Any]) -> ChargeIntent:
-    lease = document.get("lease") or {}
-    run_id = lease.get("runId")
-    expires = lease.get("expiresAt")
-    return ChargeIntent(
-        ref=document["_id"],
-        scheduled_donation_id=str(document["scheduledDonationId"]),
-        period=str(document["period"]),
-        due_at=as_utc(document["dueAt"]),
-        seen_next_run_at=as_utc(document.get("scheduleNextRunAt") or document["dueAt"]),
-        amount=int(document["amount"]),
-        currency=str(document["currency"]),
-        customer_id=str(document["stripeCustomerId"]),
-        payment_method_id=str(document["paymentMethodId"]),
-        creation_key=str(document["idempotencyKey"]),
-        status=IntentStatus(document["status"]),
-        attempts=tuple(_attempt(entry) for entry in document.get("attemptLog") or ()),
-        next_attempt_number=int(document.get("nextAttemptNumber", 2)),
-        dunning_attempts=int(document.get("attempts", 0)),
-        next_attempt_at=as_utc(document.get("nextAttemptAt") or document["updatedAt"]),
-        created_at=as_utc(document["createdAt"]),
-        payment_intent_id=document.get("paymentIntentId"),
-        open="openFor" in document,
-        lease=Claim(run_id, int(lease["fence"])) if run_id is not None and "fence" in lease else None,
-        lease_expires_at=as_utc(expires) if isinstance(expires, datetime) else None,
-        donor_id=document.get("donorId"),
-        stop_reason=document.get("stopReason"),
-    )
-
-
-def _lease(claim: Claim, lease_until: datetime) -> dict[str, Any]:
-    return {"runId": claim.run_id, "fence": claim.fence, "expiresAt": to_mongo_datetime(lease_until)}
 
 
 def _free_lease(now: datetime, fence: int) -> list[dict[str, Any]]:
@@ -215,7 +129,7 @@ class MongoDonationStore:
     ) -> list[Any]:
         query = self._claimable(now, fence)
         if only_ids is not None:
-            query["_id"] = {"$in": _query_ids(only_ids)}
+            query["_id"] = {"$in": query_ids(only_ids)}
         try:
             cursor = self._scheduled.find(query, {"_id": 1}).sort("nextRunAt", ASCENDING).limit(limit)
             return [document["_id"] for document in cursor]
@@ -248,7 +162,7 @@ class MongoDonationStore:
             raise _failed("claiming donations", error) from error
 
     def ids_with_twins(self, raw_ids: Sequence[Any]) -> set[str]:
-        twins = [twin for twin in map(_twin, raw_ids) if twin is not None]
+        twins = [other for other in map(twin, raw_ids) if other is not None]
         if not twins:
             return set()
         try:
@@ -264,7 +178,7 @@ class MongoDonationStore:
         try:
             return {
                 str(document["_id"]): document
-                for document in self._scheduled.find({"_id": {"$in": _query_ids(canonical_ids)}})
+                for document in self._scheduled.find({"_id": {"$in": query_ids(canonical_ids)}})
             }
         except PyMongoError as error:
             raise _failed("reading schedules", error) from error
@@ -278,7 +192,7 @@ class MongoDonationStore:
             "openPeriod": None,
         }
         if only_ids is not None:
-            query["_id"] = {"$in": _query_ids(only_ids)}
+            query["_id"] = {"$in": query_ids(only_ids)}
         try:
             cursor = self._scheduled.find(query).sort("nextRunAt", ASCENDING).batch_size(100)
             if limit is not None:
@@ -439,11 +353,11 @@ class MongoDonationStore:
             "stripeCustomerId": intent.customer_id,
             "paymentMethodId": intent.payment_method_id,
             "idempotencyKey": intent.creation_key,
-            "attemptLog": [_attempt_document(attempt) for attempt in intent.attempts],
+            "attemptLog": [attempt_document(attempt) for attempt in intent.attempts],
             "nextAttemptNumber": intent.next_attempt_number,
             "attempts": intent.dunning_attempts,
             "nextAttemptAt": moment,
-            "lease": _lease(claim, lease_until),
+            "lease": lease_document(claim, lease_until),
             "donorId": intent.donor_id,
             "runId": claim.run_id,
             "createdAt": moment,
@@ -478,7 +392,7 @@ class MongoDonationStore:
                     raise StoreError("a charge intent was refused as a duplicate but none was found")
                 opened.append((found, False))
             else:
-                opened.append((_intent(document), True))
+                opened.append((intent_from(document), True))
         return opened
 
     def _existing_for(self, intents: Sequence[NewIntent]) -> dict[str, ChargeIntent]:
@@ -504,7 +418,7 @@ class MongoDonationStore:
             if "openFor" in document or (
                 document.get("period") == wanted.get(donation_id) and donation_id not in chosen
             ):
-                chosen[donation_id] = _legacy_safe(document)
+                chosen[donation_id] = entry_from(document)
         return chosen
 
     def adopt_legacy(
@@ -540,7 +454,7 @@ class MongoDonationStore:
             return None
         except PyMongoError as error:
             raise _failed("adopting an earlier version's record", error) from error
-        return None if adopted is None else _intent(adopted)
+        return None if adopted is None else intent_from(adopted)
 
     def claim_intents(
         self, now: datetime, claim: Claim, limit: int, lease_until: datetime, only_ids: Sequence[str] | None
@@ -562,21 +476,25 @@ class MongoDonationStore:
             if not ids:
                 return []
             self._donations.update_many(
-                {**query, "_id": {"$in": ids}}, {"$set": {"lease": _lease(claim, lease_until)}}
+                {**query, "_id": {"$in": ids}}, {"$set": {"lease": lease_document(claim, lease_until)}}
             )
             leased = self._donations.find(
                 {"_id": {"$in": ids}, "lease.runId": claim.run_id, "lease.fence": claim.fence}
             )
-            return [_intent(document) for document in leased]
+            return [intent_from(document) for document in leased]
         except PyMongoError as error:
             raise _failed("claiming charge intents", error) from error
 
     def take_intent(
         self, intent: ChargeIntent, claim: Claim, now: datetime, lease_until: datetime
     ) -> ChargeIntent | None:
-        query = {"_id": intent.ref, "openFor": {"$exists": True}, "$and": _free_lease(now, claim.fence)}
+        query = {
+            "_id": intent.ref,
+            "openFor": {"$exists": True},
+            "$and": _free_lease(now, claim.fence),
+        }
         return self._lease_one(
-            query, {"$set": {"lease": _lease(claim, lease_until)}}, "leasing a charge intent"
+            query, {"$set": {"lease": lease_document(claim, lease_until)}}, "leasing a charge intent"
         )
 
     def reopen_intent(
@@ -595,7 +513,7 @@ class MongoDonationStore:
                 "openFor": intent.scheduled_donation_id,
                 "attempts": 0,
                 "nextAttemptAt": moment,
-                "lease": _lease(claim, lease_until),
+                "lease": lease_document(claim, lease_until),
                 "reopenedAt": moment,
                 "updatedAt": moment,
             },
@@ -615,7 +533,7 @@ class MongoDonationStore:
             return None  # another period of this donation is open: it goes first
         except PyMongoError as error:
             raise _failed(action, error) from error
-        return None if document is None else _intent(document)
+        return None if document is None else intent_from(document)
 
     def _update_intent(self, query: Mapping[str, Any], update: Mapping[str, Any], action: str) -> bool:
         try:
@@ -628,7 +546,7 @@ class MongoDonationStore:
         return self._update_intent(
             {**_leased_to(intent, claim), "nextAttemptNumber": attempt.number},
             {
-                "$push": {"attemptLog": _attempt_document(attempt)},
+                "$push": {"attemptLog": attempt_document(attempt)},
                 "$set": {
                     "nextAttemptNumber": attempt.number + 1,
                     "updatedAt": to_mongo_datetime(attempt.sent_at),
@@ -648,7 +566,7 @@ class MongoDonationStore:
                     "paymentIntentId": charged.payment_intent_id,
                     "amount": charged.amount,
                     "currency": charged.currency,
-                    "attemptLog": [_attempt_document(attempt) for attempt in intent.attempts],
+                    "attemptLog": [attempt_document(attempt) for attempt in intent.attempts],
                     "nextAttemptAt": moment,  # found again if the schedule is not moved on in this run
                     "resolvedAt": moment,
                     "updatedAt": moment,
@@ -667,7 +585,7 @@ class MongoDonationStore:
         now: datetime,
     ) -> bool:
         fields: dict[str, Any] = {
-            "attemptLog": [_attempt_document(attempt) for attempt in intent.attempts],
+            "attemptLog": [attempt_document(attempt) for attempt in intent.attempts],
             "attempts": intent.dunning_attempts,
             "nextAttemptAt": to_mongo_datetime(next_attempt_at),
             "updatedAt": to_mongo_datetime(now),
@@ -676,7 +594,7 @@ class MongoDonationStore:
         if intent.payment_intent_id is not None:
             fields["paymentIntentId"] = intent.payment_intent_id
         if failure is not None:
-            fields["error"] = _error_fields(failure, now, claim.run_id)
+            fields["error"] = error_fields(failure, now, claim.run_id)
         return self._update_intent(
             _leased_to(intent, claim),
             {"$set": fields, "$unset": {"lease.runId": "", "lease.expiresAt": ""}},
@@ -695,7 +613,7 @@ class MongoDonationStore:
         fields: dict[str, Any] = {
             "status": str(IntentStatus.CANCELED if stopped.canceled else IntentStatus.FAILED),
             "stopReason": stop_reason(stopped),
-            "attemptLog": [_attempt_document(attempt) for attempt in intent.attempts],
+            "attemptLog": [attempt_document(attempt) for attempt in intent.attempts],
             "attempts": stopped.declines,
             "nextAttemptAt": moment,
             "resolvedAt": moment,
@@ -705,7 +623,7 @@ class MongoDonationStore:
         if stopped.payment_intent_id is not None:
             fields["paymentIntentId"] = stopped.payment_intent_id
         if stopped.failure is not None:
-            fields["error"] = _error_fields(stopped.failure, now, claim.run_id)
+            fields["error"] = error_fields(stopped.failure, now, claim.run_id)
         if letter is not None:
             fields["pendingDeadLetter"] = dict(letter)
         return self._update_intent(_leased_to(intent, claim), {"$set": fields}, "recording a stopped charge")
@@ -775,14 +693,14 @@ class MongoDonationStore:
             if found is None:
                 found = self._donations.find_one(
                     {
-                        "scheduledDonationId": {"$in": _query_ids([donation_id])},
+                        "scheduledDonationId": {"$in": query_ids([donation_id])},
                         "period": period,
                         "schema": None,
                     }
                 )
         except PyMongoError as error:
             raise _failed("reading the period's charge intent", error) from error
-        return None if found is None else _legacy_safe(found)
+        return None if found is None else entry_from(found)
 
     @staticmethod
     def schedule_status(document: Document) -> str | None:
@@ -932,40 +850,3 @@ class MongoDonationStore:
             raise _failed("counting donations", error) from error
         counts["overdue"] = self.count_overdue(overdue_before)
         return counts
-
-
-def stop_reason(stopped: Stopped) -> str:
-    """`<reason>:<Stripe's decline code, else its code, else the error type>`, as operators search for it."""
-    detail = stopped.failure.reason if stopped.failure is not None else "none"
-    return f"{stopped.reason}:{detail}"
-
-
-def _legacy_safe(document: Mapping[str, Any]) -> ChargeIntent:
-    """An entry that blocked a new intent. A record from an earlier version (no schema) is read as a closed
-    entry of its period, so a succeeded one is never charged again and a failed one can be reopened."""
-    if document.get("schema") == INTENT_SCHEMA:
-        return _intent(document)
-    created = document.get("createdAt") or document.get("updatedAt")
-    moment = as_utc(created) if isinstance(created, datetime) else as_utc(datetime(2000, 1, 1))
-    status = document.get("status")
-    return ChargeIntent(
-        ref=document["_id"],
-        scheduled_donation_id=str(document["scheduledDonationId"]),
-        period=str(document["period"]),
-        due_at=moment,
-        seen_next_run_at=moment,
-        amount=int(document.get("amount") or 0),
-        currency=str(document.get("currency") or ""),
-        customer_id="",
-        payment_method_id="",
-        creation_key=str(document.get("idempotencyKey") or ""),
-        status=IntentStatus.SUCCEEDED if status == str(IntentStatus.SUCCEEDED) else IntentStatus.FAILED,
-        attempts=(),
-        next_attempt_number=2,
-        dunning_attempts=0,
-        next_attempt_at=moment,
-        created_at=moment,
-        payment_intent_id=document.get("paymentIntentId"),
-        open=False,
-        legacy_record=True,
-    )
