@@ -24,23 +24,29 @@ TARGET = PROJECT_ROOT / "docs" / "RELIABILITY.md"
 GUARANTEES = """\
 ## What the design guarantees
 
-- **At most one successful charge per (scheduled donation, period).** The PaymentIntent of a period is
-  created under an idempotency key derived only from the donation id and the period
-  (`scheduled-donation:<id>:<YYYY-MM-DD>`); any retry, in the same run or a later one, sends the same key and
-  Stripe replays the first answer. A later dunning attempt re-confirms that same PaymentIntent (with a
-  per-attempt confirm key), and a PaymentIntent can succeed only once.
-- **Past Stripe's idempotency window (at least 24 h), no blind retry.** A period first tried more than 23 h
-  ago, or whose key Stripe rejects as reused with other parameters, is looked up by its metadata
-  (`scheduled_donation_id`, `period`) before anything new is created.
-- **Exactly one `succeeded` record per period.** Records are upserts under a unique index on
-  (`scheduledDonationId`, `period`); a failed record never overwrites a succeeded one.
-- **The schedule moves on once.** Only a write conditional on this run's claim (run id and fencing token)
-  advances it; a run whose lease expired is refused.
+- **Ledger first.** Before the first Stripe request of a period, the job writes that period's charge intent
+  in `donations` (period, amount, currency, customer, payment method, the creation key); every later
+  attempt is written there, key and parameters, before it is sent. Nothing being charged is ever
+  recomputed from the schedule document, which the host application edits at any time.
+- **At most one successful charge per (scheduled donation, period), and one period at a time.** A unique
+  index allows one intent per (donation, period) and a second one refuses a second open intent per
+  donation. The PaymentIntent of a period is created under a key derived only from the canonical donation
+  id and the period (`scheduled-donation:<id>:<YYYY-MM-DD>`); a missing answer is recovered by re-sending
+  the same key with the same recorded parameters (Stripe replays the first answer), or past 23 h by
+  retrieving the PaymentIntent or searching its metadata. Dunning confirms that same PaymentIntent under a
+  new key per attempt, and a PaymentIntent can succeed only once.
+- **At most one charge per billing cycle when the host moves the date.** Once charged, a schedule whose
+  `nextRunAt` the host edited meanwhile continues on the host's day, from the first date more than half a
+  period after the charged due date.
+- **Every charge recorded, and counted once.** Unresolved intents are resolved first in every run,
+  whatever the schedule document now says (cancelled, deleted, edited). An outcome is counted, announced
+  and dead-lettered only by the run whose conditional write on the intent won; the schedule moves on after
+  that write, idempotently.
 - **One run at a time.** A DynamoDB conditional write with a lease and a fencing token that grows on every
   acquisition (and keeps growing if the lock item is lost); DynamoDB unreachable means no run.
-- **No lost failure.** A hard decline, exhausted attempts or an invalid document are stopped and given a
-  dead letter in the same MongoDB write; the letter is cleared only after SQS accepted it, so an SQS outage
-  parks letters until a later run delivers them (at least once).
+- **No lost failure.** A hard decline, exhausted attempts or a rejected request is recorded on the intent
+  with its dead letter in the same MongoDB write (an invalid document: on the schedule); a letter is
+  cleared only after SQS accepted it, so an SQS outage parks letters until a later run delivers them.
 """
 
 LIMITS = """\
@@ -51,7 +57,8 @@ LIMITS = """\
 - **Charges made outside this job.** A PaymentIntent created by hand for a period without the metadata
   cannot be found by the reconciliation search.
 - **Stripe search freshness.** Stripe's search index can lag by up to a minute; the search is used only for
-  periods first tried more than 23 h ago (or after an idempotency_error), when that lag cannot matter.
+  a creation whose answer went missing more than 23 h ago (or after an idempotency_error, which only a
+  period adopted from an earlier version can meet), when that lag cannot matter.
 - **Clock sanity.** The fencing token uses the epoch milliseconds as a floor; a clock set back by hours while
   the lock item is also lost could issue a smaller token. Lambda clocks are NTP-synchronised.
 - **Real MongoDB in this table.** The figures below come from the backend named in each row. The store's

@@ -23,8 +23,11 @@ from fault_injection import (
     SimulatedCrash,
     StallingPayments,
     charges_per_cycle_violations,
+    check_invariants,
+    record_scenario,
     seed_due,
     unrecorded_charges,
+    write_reliability_results,  # noqa: F401 - an autouse fixture that writes the scenario ledger
 )
 from fault_runs import (
     LEASES_EXPIRED,
@@ -134,6 +137,19 @@ def charged_periods(services: LocalServices) -> list[str]:
     return sorted(charge.metadata["period"] for charge in services.stripe.state.charges())
 
 
+def record(problem: str, fault: str, services: LocalServices) -> None:
+    """A row of docs/RELIABILITY.md: what Stripe's ledger and MongoDB hold after the scenario."""
+    ledger = check_invariants(services, {})
+    cycles = len(charges_per_cycle_violations(services))
+    unrecorded = len(unrecorded_charges(services))
+    record_scenario(
+        f"issue9:{problem}",
+        fault,
+        ledger,
+        f"{ledger.successful_charges} charges; {cycles} cycles charged twice; {unrecorded} unrecorded",
+    )
+
+
 def utc(year: int, month: int, day: int, hour: int = 0) -> datetime:
     return datetime(year, month, day, hour, tzinfo=UTC)
 
@@ -173,6 +189,11 @@ def test_a_charge_whose_answer_was_lost_is_not_charged_again_after_the_host_move
     assert charges_per_cycle_violations(services) == []
     assert unrecorded_charges(services) == []
     assert len(services.stripe.state.charges()) == 1
+    record(
+        f"1-date-moved-earlier:{lost_by}",
+        "answer lost, then nextRunAt moved a day earlier; +16 min, +25 h",
+        services,
+    )
 
 
 # -- 2. charge never recorded after cancel ---------------------------------------------------------------
@@ -202,6 +223,7 @@ def test_a_charge_made_before_the_host_cancelled_is_still_recorded_and_the_claim
     document = the_document(services)
     assert "claimedBy" not in document
     assert document["status"] == "cancelled"
+    record("2-cancelled-after-crash", "charged, crash before the record, then the donor cancels", services)
 
 
 # -- 3. dunning key sent twice ---------------------------------------------------------------------------
@@ -245,6 +267,11 @@ def test_each_dunning_attempt_after_a_reconciliation_is_a_new_attempt_and_a_new_
     assert the_document(services)["status"] == "active"
     assert charges_per_cycle_violations(services) == []
     assert unrecorded_charges(services) == []
+    record(
+        f"3-dunning-keys:{declines_before_new_card}",
+        "decline, crash, 25 h, reconciled; dunning; new card",
+        services,
+    )
 
 
 # -- 4. lost confirm answer then a new card --------------------------------------------------------------
@@ -283,6 +310,7 @@ def test_a_lost_retry_answer_followed_by_a_new_card_charges_the_new_card_instead
     charges = services.stripe.state.charges()
     assert [charge.payment_method for charge in charges] == [SUCCEEDS]
     assert unrecorded_charges(services) == []
+    record("4-lost-confirm-new-card", "a retry's answer lost, then the donor changes the card", services)
 
 
 # -- 5. anchor drift -------------------------------------------------------------------------------------
@@ -315,6 +343,7 @@ def test_a_charge_day_moved_by_the_host_becomes_the_new_monthly_anchor(
     assert charged_periods(services) == ["2026-12-01", "2026-12-28", "2027-01-28"]
     assert next_run(the_document(services)) == utc(2027, 2, 28, 9)
     assert unrecorded_charges(services) == []
+    record("5-anchor-drift", "charge day moved from the 1st to the 28th after a charge", services)
 
 
 # -- 6. counted twice ------------------------------------------------------------------------------------
@@ -366,6 +395,7 @@ def test_a_stalled_run_that_wakes_after_the_newer_run_does_not_count_or_announce
             donation_id = event["detail"]["scheduledDonationId"]
             announced[donation_id] = announced.get(donation_id, 0) + 1
     assert announced == {str(donation_id): 1 for donation_id in donations}
+    record("6-stale-run-counted-twice", "run A stalls past its leases, run B charges, A wakes", services)
 
 
 # -- 7. two ids, one key ---------------------------------------------------------------------------------
@@ -398,3 +428,4 @@ def test_two_documents_whose_ids_read_the_same_are_both_stopped_as_invalid_and_n
     statuses = sorted(document["status"] for document in services.database[SCHEDULED].find())
     assert statuses == ["invalid", "invalid"]
     assert len(read_dead_letters(services)) == 2
+    record("7-twin-ids", "an ObjectId and its hex string as two due documents", services)
