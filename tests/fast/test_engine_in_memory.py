@@ -406,3 +406,27 @@ def test_a_run_with_nothing_due_completes(world: World) -> None:
     assert {donation_id: world.store.schedule(donation_id) for donation_id in before} == before
     assert world.store.donations == {}
     assert (world.lock.last_run or {}).get("status") == "completed"
+
+
+def test_a_run_stopping_before_it_starts_a_paid_period_leaves_no_mark_that_would_strand_the_schedule(
+    world: World,
+) -> None:
+    # GIVEN a donation charged for March, put back on the paid March date by the host
+    donation_id = world.given_due()
+    world.run()
+    world.store.host_edit(donation_id, nextRunAt=DUE.replace(tzinfo=None))
+    world.clock.advance(hours=1)
+    # and a run whose time budget runs out right after it claimed that schedule
+    remaining = iter([900_000])
+    stopping = world.engine().run(RunRequest(source="schedule"), lambda: next(remaining, 10_000))
+    assert (stopping.status, stopping.skipped) == ("partial", 1)
+
+    # WHEN the next run comes
+    world.clock.advance(hours=1)
+    world.run()
+
+    # THEN the schedule was not left waiting for an open period that does not exist: it is back on April
+    schedule = world.store.schedule(donation_id)
+    assert "openPeriod" not in schedule
+    assert next_run(schedule) == DUE.replace(month=4)
+    assert periods_charged(world.payments) == [PERIOD]
