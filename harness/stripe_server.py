@@ -41,10 +41,22 @@ logger = logging.getLogger(__name__)
 
 type JsonObject = dict[str, Any]
 type Params = dict[str, Any]
-type FaultKind = Literal["http_500", "http_503", "lock_timeout", "drop_before", "drop_after", "delay"]
+type FaultKind = Literal[
+    "http_500", "http_503", "http_400_parameter_unknown", "lock_timeout", "drop_before", "drop_after", "delay"
+]
 type PaymentMethodOutcome = Literal["succeeded", "authentication_required"] | tuple[str, str | None]
 
-FAULT_KINDS: Final = frozenset({"http_500", "http_503", "lock_timeout", "drop_before", "drop_after", "delay"})
+FAULT_KINDS: Final = frozenset(
+    {
+        "http_500",
+        "http_503",
+        "http_400_parameter_unknown",
+        "lock_timeout",
+        "drop_before",
+        "drop_after",
+        "delay",
+    }
+)
 DEFAULT_REQUEST_LOG_SIZE: Final = 10_000
 API_KEY_PREFIXES: Final = ("sk_test_", "rk_test_")
 MAX_AMOUNT: Final = 99_999_999
@@ -95,7 +107,9 @@ CONFIRMABLE_STATUSES: Final = ("requires_confirmation", "requires_action", "requ
 class Fault:
     """One injected fault, consumed by the first request matching ``method`` and ``path_prefix``.
 
-    Kinds: ``http_500``/``http_503`` (api_error, nothing executed), ``lock_timeout`` (429, nothing
+    Kinds: ``http_500``/``http_503`` (api_error, nothing executed), ``http_400_parameter_unknown`` (the
+    answer an API-version or account-configuration mismatch gives every request: invalid_request_error,
+    code parameter_unknown, nothing executed or stored under the key), ``lock_timeout`` (429, nothing
     executed), ``drop_before`` (connection closed, nothing executed), ``drop_after`` (request executed
     and its idempotent result stored, then the connection is closed without a response) and ``delay``
     (sleep ``delay_ms`` first, then proceed normally).
@@ -996,6 +1010,14 @@ def _fault_response(fault: Fault) -> _Response:
     if fault.kind == "http_503":
         message = "Stripe is temporarily unavailable. Please try again later."
         return _response(503, {"error": {"type": "api_error", "message": message}}, retry)
+    if fault.kind == "http_400_parameter_unknown":
+        error = {
+            "type": "invalid_request_error",
+            "code": "parameter_unknown",
+            "param": "automatic_payment_methods",
+            "message": "Received unknown parameter: automatic_payment_methods",
+        }
+        return _response(400, {"error": error})
     if fault.kind == "lock_timeout":
         error = {"type": "invalid_request_error", "code": "lock_timeout", "message": LOCK_TIMEOUT_MESSAGE}
         return _response(429, {"error": error}, retry)
