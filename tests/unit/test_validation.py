@@ -10,7 +10,7 @@ from bson import ObjectId
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from donation_processor.currencies import MAX_AMOUNT_MINOR_UNITS, STRIPE_CURRENCIES
+from donation_processor.currencies import MAX_AMOUNT_MINOR_UNITS, STRIPE_CURRENCIES, broken_amount_rule
 from donation_processor.schedule import Frequency
 from donation_processor.validation import (
     ChargeableDonation,
@@ -181,6 +181,42 @@ def test_each_broken_field_raises_invalid_donation_naming_it(changes: dict[str, 
         validate(document)
 
 
+@pytest.mark.parametrize(
+    ("amount", "currency", "reason"),
+    [
+        (1, "usd", r"^amount must be at least 50 minor units for usd \(Stripe's minimum charge\)$"),
+        (29, "gbp", r"^amount must be at least 30 minor units for gbp \(Stripe's minimum charge\)$"),
+        (49, "jpy", r"^amount must be at least 50 minor units for jpy \(Stripe's minimum charge\)$"),
+        (5124, "kwd", r"^amount must be a multiple of 10 for kwd \(three-decimal currency\)$"),
+        (550, "isk", r"^amount must be a multiple of 100 for isk "),
+    ],
+)
+def test_an_amount_stripe_would_refuse_is_invalid_before_any_request(
+    amount: int, currency: str, reason: str
+) -> None:
+    # GIVEN a document whose amount breaks one of Stripe's rules for its currency
+    document = _document(amount=amount, currency=currency)
+
+    # WHEN it is validated
+    # THEN it is refused, naming the field and the rule, before Stripe is ever asked
+    with pytest.raises(InvalidDonation, match=reason):
+        validate(document)
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency"), [(50, "usd"), (30, "gbp"), (5120, "kwd"), (500, "isk"), (1, "vnd")]
+)
+def test_an_amount_at_stripes_bounds_is_valid(amount: int, currency: str) -> None:
+    # GIVEN a document whose amount sits exactly on Stripe's rule for its currency
+    document = _document(amount=amount, currency=currency)
+
+    # WHEN it is validated
+    donation = validate(document)
+
+    # THEN it is accepted unchanged
+    assert (donation.amount, donation.currency) == (amount, currency)
+
+
 def test_the_largest_amount_stripe_accepts_is_valid() -> None:
     # GIVEN an amount of exactly eight digits
     document = _document(amount=MAX_AMOUNT_MINOR_UNITS)
@@ -274,5 +310,6 @@ def test_property_validate_returns_a_chargeable_donation_or_raises_invalid_donat
     assert type(donation.amount) is int
     assert 0 < donation.amount <= MAX_AMOUNT_MINOR_UNITS
     assert donation.currency in STRIPE_CURRENCIES
+    assert broken_amount_rule(donation.amount, donation.currency) is None
     assert donation.next_run_at.utcoffset() == timedelta(0)
     assert donation.anchor_day is None or 1 <= donation.anchor_day <= 31

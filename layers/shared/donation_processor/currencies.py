@@ -1,6 +1,9 @@
-"""ISO 4217 currencies Stripe can charge (lower case, as Stripe spells them)."""
+"""ISO 4217 currencies Stripe can charge (lower case, as Stripe spells them) and Stripe's amount rules."""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
 
 STRIPE_CURRENCIES = frozenset(
     [
@@ -149,3 +152,93 @@ STRIPE_CURRENCIES = frozenset(
 
 # Stripe accepts at most eight digits in the smallest unit.
 MAX_AMOUNT_MINOR_UNITS = 99_999_999
+
+# Stripe's minimum charge per settlement currency, in minor units (Stripe lists them in major units):
+# https://docs.stripe.com/currencies#minimum-and-maximum-charge-amounts
+# Stripe applies the minimum of the account's settlement currency after conversion; without exchange rates
+# we can only hold a charge to the minimum of its own currency. A currency Stripe publishes no minimum for
+# keeps the rule it had before: any positive amount.
+MINIMUM_CHARGE_MINOR_UNITS: Mapping[str, int] = MappingProxyType(
+    {
+        "usd": 50,
+        "aed": 200,
+        "ars": 50,
+        "aud": 50,
+        "brl": 50,
+        "cad": 50,
+        "chf": 50,
+        "cop": 50,
+        "czk": 1500,
+        "dkk": 250,
+        "eur": 50,
+        "gbp": 30,
+        "hkd": 400,
+        "huf": 17500,
+        "idr": 50,
+        "ils": 50,
+        "inr": 50,
+        "jpy": 50,
+        "krw": 50,
+        "mxn": 1000,
+        "myr": 200,
+        "nok": 300,
+        "nzd": 50,
+        "php": 50,
+        "pln": 200,
+        "ron": 200,
+        "rub": 50,
+        "sek": 300,
+        "sgd": 50,
+        "thb": 1000,
+        "zar": 50,
+    }
+)
+
+# Zero-decimal currencies: the amount is already in whole units (amount 500 in jpy is ¥500), so these need
+# no rule beyond being positive and meeting any minimum above. https://docs.stripe.com/currencies#zero-decimal
+ZERO_DECIMAL_CURRENCIES = frozenset(
+    [
+        "bif",
+        "clp",
+        "djf",
+        "gnf",
+        "jpy",
+        "kmf",
+        "krw",
+        "mga",
+        "pyg",
+        "rwf",
+        "ugx",
+        "vnd",
+        "vuv",
+        "xaf",
+        "xof",
+        "xpf",
+    ]
+)
+
+# Three-decimal currencies: Stripe requires the last digit of the amount to be 0 (5.124 kwd must be sent as
+# 5120 or 5130). https://docs.stripe.com/currencies#three-decimal (the section as worded in
+# https://web.archive.org/web/20220618095455/https://stripe.com/en-mt/docs/currencies)
+THREE_DECIMAL_CURRENCIES = frozenset(["bhd", "jod", "kwd", "omr", "tnd"])
+
+# Stripe's special cases (https://docs.stripe.com/currencies#special-cases): isk and ugx are whole-unit
+# currencies that Stripe still takes as two-decimal amounts whose decimals are always 00 (5 isk is 500), so
+# the amount must be a multiple of 100. ugx is also on Stripe's zero-decimal list; its special case is the
+# rule for amounts. huf and twd are whole units only for payouts; charges may carry decimals, so no rule here.
+WHOLE_UNITS_AS_TWO_DECIMALS = frozenset(["isk", "ugx"])
+
+
+def broken_amount_rule(amount: int, currency: str) -> str | None:
+    """The Stripe rule a positive `amount` in a supported `currency` breaks, as an error message, or None."""
+    minimum = MINIMUM_CHARGE_MINOR_UNITS.get(currency)
+    if minimum is not None and amount < minimum:
+        return f"amount must be at least {minimum} minor units for {currency} (Stripe's minimum charge)"
+    if currency in THREE_DECIMAL_CURRENCIES and amount % 10:
+        return f"amount must be a multiple of 10 for {currency} (three-decimal currency)"
+    if currency in WHOLE_UNITS_AS_TWO_DECIMALS and amount % 100:
+        return (
+            f"amount must be a multiple of 100 for {currency} "
+            f"(Stripe takes whole {currency} as a two-decimal amount ending in 00)"
+        )
+    return None

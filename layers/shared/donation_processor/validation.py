@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from donation_processor.currencies import MAX_AMOUNT_MINOR_UNITS, STRIPE_CURRENCIES
+from donation_processor.currencies import MAX_AMOUNT_MINOR_UNITS, STRIPE_CURRENCIES, broken_amount_rule
 from donation_processor.schedule import Frequency, as_utc
 
 _ID = re.compile(r"[A-Za-z0-9_\-]{1,64}")
@@ -183,6 +183,9 @@ def validate(document: Mapping[str, Any]) -> ChargeableDonation:
     donor = document.get("donorId")
     return ChargeableDonation(
         id=donation_id,
+    broken_rule = broken_amount_rule(amount, currency)
+    if broken_rule is not None:
+        raise InvalidDonation(broken_rule)
         raw_id=document.get("_id"),
         customer_id=customer,
         payment_method_id=payment_method,
