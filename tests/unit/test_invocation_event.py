@@ -58,6 +58,51 @@ def test_an_aws_events_source_with_another_detail_type_is_refused() -> None:
         parse_event(event)
 
 
+def test_a_scheduled_event_without_detail_is_a_scheduled_run() -> None:
+    # GIVEN the scheduled event with no detail key at all
+    event = {key: value for key, value in INLINE_SCHEDULED_EVENT.items() if key != "detail"}
+
+    # WHEN it is parsed
+    request = parse_event(event)
+
+    # THEN it is the ordinary full, real run from the schedule
+    assert request == RunRequest(dry_run=False, donation_ids=None, limit=None, source="schedule")
+
+
+@pytest.mark.parametrize(
+    ("detail", "field"),
+    [
+        ({"dryRun": True}, "dryRun"),
+        ({"dryRun": False}, "dryRun"),
+        ({"donationIds": ["65f1c0ffee0000000000a001"]}, "donationIds"),
+        ({"limit": 10}, "limit"),
+        ({"region": "eu"}, "region"),
+        ({"limit": 10, "dryRun": True}, "dryRun"),
+    ],
+)
+def test_a_scheduled_event_whose_detail_carries_run_options_is_refused_naming_the_option(
+    detail: dict[str, Any], field: str
+) -> None:
+    # GIVEN a scheduled event whose rule input put run options in detail (a dry run would become real)
+    event = {**INLINE_SCHEDULED_EVENT, "detail": detail}
+
+    # WHEN it is parsed
+    # THEN it is refused, naming the option, instead of starting a full charge run
+    with pytest.raises(InvalidEventError, match=rf"takes no run options; detail\.{field} is not allowed"):
+        parse_event(event)
+
+
+@pytest.mark.parametrize("detail", [None, [], ["dryRun"], "dryRun", 1, True])
+def test_a_scheduled_event_whose_detail_is_not_an_object_is_refused(detail: object) -> None:
+    # GIVEN a scheduled event whose detail is not a JSON object
+    event = {**INLINE_SCHEDULED_EVENT, "detail": detail}
+
+    # WHEN it is parsed
+    # THEN it is refused, naming detail and what it was
+    with pytest.raises(InvalidEventError, match=f"detail must be a JSON object, got {type(detail).__name__}"):
+        parse_event(event)
+
+
 @pytest.mark.parametrize("event", [None, {}])
 def test_an_empty_manual_invoke_is_a_full_manual_run(event: dict[str, Any] | None) -> None:
     # GIVEN a manual invoke without options
@@ -181,7 +226,8 @@ json_values = st.recursive(
     max_leaves=20,
 )
 event_keys = st.one_of(
-    st.sampled_from(["dryRun", "donationIds", "limit", "source", "detail-type"]), st.text(max_size=10)
+    st.sampled_from(["dryRun", "donationIds", "limit", "source", "detail-type", "detail"]),
+    st.text(max_size=10),
 )
 id_lists = st.lists(
     st.one_of(st.from_regex(r"[A-Za-z0-9_\-]{1,64}", fullmatch=True), json_scalars), max_size=5
@@ -206,6 +252,8 @@ def test_property_any_json_object_either_parses_or_raises_invalid_event_error(ev
 
     # THEN a request that parses is well-formed (never another exception on the way)
     assert request.source in ("manual", "schedule")
+    if request.source == "schedule":
+        assert event.get("detail", {}) == {}, "a scheduled run never carries options in detail"
     assert isinstance(request.dry_run, bool)
     assert request.limit is None or (type(request.limit) is int and request.limit >= 1)
     if request.donation_ids is not None:

@@ -39,6 +39,7 @@ def parse_event(event: object) -> RunRequest:
             raise InvalidEventError(
                 f"detail-type must be 'Scheduled Event', got {event.get('detail-type')!r}"
             )
+        _refuse_run_options_in_detail(event)
         return RunRequest(source="schedule")
     unknown = sorted(str(key) for key in event if key not in _MANUAL_FIELDS)
     if unknown:
@@ -51,6 +52,22 @@ def parse_event(event: object) -> RunRequest:
         donation_ids=_parse_ids(event.get("donationIds")),
         limit=_parse_limit(event.get("limit")),
     )
+
+
+def _refuse_run_options_in_detail(event: dict[str, Any]) -> None:
+    # A rule whose input carries options would otherwise start a real, full charge run: a "dry run"
+    # that charges everyone due. Options belong to a manual invoke only.
+    if "detail" not in event:
+        return
+    detail = event["detail"]
+    if not isinstance(detail, dict):
+        raise InvalidEventError(f"detail must be a JSON object, got {type(detail).__name__}")
+    if detail:
+        first = sorted(str(key) for key in detail)[0]
+        raise InvalidEventError(
+            f"a scheduled event takes no run options; detail.{first} is not allowed"
+            ' (invoke manually with {"dryRun": true} or other options instead)'
+        )
 
 
 def _parse_ids(raw: object) -> tuple[str, ...] | None:
