@@ -6,6 +6,7 @@ goes through MongoDonationStore.
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from collections.abc import Callable
@@ -16,9 +17,20 @@ import pytest
 from cli_support import donations, insert_donation, peek_letters, point_cli_at, run_engine, send_raw
 
 from donation_processor.adapters.donation_store import MongoDonationStore
+from donation_processor.adapters.ledger_documents import entry_from
+from donation_processor.charge_outcome import HARD_DECLINE_CODES
 from donation_processor.engine import DonationEngine
+from donation_processor.schedule import period_key
+from donations_cli.commands.redrive import Facts, Letter, decide
 from harness.local_services import LocalServices
-from harness.seed import INSUFFICIENT_FUNDS, STOLEN_CARD, SUCCEEDS
+from harness.seed import (
+    AUTHENTICATION_REQUIRED,
+    INSUFFICIENT_FUNDS,
+    LOST_CARD,
+    STOLEN_CARD,
+    SUCCEEDS,
+    scheduled_donation,
+)
 
 if TYPE_CHECKING:
     from conftest import TestClock
@@ -51,9 +63,11 @@ def _charges_of(services: LocalServices, donation_id: Any) -> list[Any]:
     ]
 
 
-def _stopped_by_a_stolen_card(services: LocalServices, make_engine: MakeEngine) -> tuple[Any, dict[str, Any]]:
+def _stopped_by_a_stolen_card(
+    services: LocalServices, make_engine: MakeEngine, card: str = STOLEN_CARD
+) -> tuple[Any, dict[str, Any]]:
     """A donation hard-declined, stopped and dead-lettered by the real engine; its id and its letter."""
-    donation_id = insert_donation(services, payment_method_id=STOLEN_CARD)
+    donation_id = insert_donation(services, payment_method_id=card)
     first = run_engine(make_engine())
     assert (first.failed, first.dead_lettered) == (1, 1)
     (letter,) = [item for item in peek_letters(services) if item["scheduledDonationId"] == str(donation_id)]
@@ -558,3 +572,350 @@ def test_a_malformed_message_is_reported_and_left(
     assert "1 left on the queue" in result.out
     depth = donations(capsys, "status", "--json")
     assert json.loads(depth.out)["deadLetterQueue"]["messages"] == 1
+
+
+# -- a redrive that respects card networks (issue 10, item 7) -------------------------------------------
+
+_COUNTS = re.compile(
+    r"(\d+) messages: (\d+) (?:would be )?reset for another attempt, (\d+) deleted as done, "
+    r"(\d+) left on the queue(?: \((\d+) not selected\))?"
+)
+
+
+def _document(services: LocalServices, donation_id: Any) -> dict[str, Any]:
+    found = services.database["scheduled_donations"].find_one({"_id": donation_id})
+    assert found is not None
+    return dict(found)
+
+
+def _stopped_with_fixed_cards(services: LocalServices, make_engine: MakeEngine, count: int) -> list[Any]:
+    ids = []
+    for _ in range(count):
+        donation_id, _ = _stopped_by_a_stolen_card(services, make_engine)
+        _fix_card(services, donation_id)
+        ids.append(donation_id)
+    return ids
+
+
+@pytest.mark.parametrize("card", [STOLEN_CARD, LOST_CARD, AUTHENTICATION_REQUIRED])
+def test_a_hard_decline_on_an_unchanged_card_stays_on_the_queue_and_is_not_retried(
+    card: str,
+    services: LocalServices,
+    make_engine: MakeEngine,
+    clock: TestClock,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # GIVEN a donation hard-declined, stopped and dead-lettered, whose card the donor has not changed
+    point_cli_at(services, monkeypatch)
+    donation_id, letter = _stopped_by_a_stolen_card(services, make_engine, card)
+    document = _document(services, donation_id)
+    stopped = _intent(services, donation_id, letter["period"])
+
+    # WHEN the operator redrives with --yes, and the next run comes
+    result = donations(capsys, "redrive", "--yes")
+    requests = services.stripe.state.request_count
+    _catch_up(clock)
+    run_engine(make_engine())
+
+    # THEN the letter stays on the queue with the reason, nothing was reopened, and the card was not retried
+    assert result.code == 0, result.err
+    code = letter["declineCode"] or letter["code"]
+    assert (
+        f"skip: hard decline ({code}) on the same payment method {card}; update the card first, "
+        "or --force --force-reason TEXT; left on the queue"
+    ) in result.out
+    assert [item["deadLetterId"] for item in peek_letters(services)] == [letter["deadLetterId"]]
+    assert _document(services, donation_id) == document
+    assert _intent(services, donation_id, letter["period"]) == stopped
+    assert services.stripe.state.request_count == requests
+
+
+def test_every_hard_decline_code_on_an_unchanged_card_stays_on_the_queue(
+    services: LocalServices,
+    make_engine: MakeEngine,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # GIVEN a donation stopped by a stolen card it still has, and a letter for that period with each hard
+    # decline code the engine knows
+    point_cli_at(services, monkeypatch)
+    donation_id, letter = _stopped_by_a_stolen_card(services, make_engine)
+    for code in sorted(HARD_DECLINE_CODES - {letter["declineCode"]}):
+        send_raw(services, json.dumps({**letter, "declineCode": code}))
+    stopped = _intent(services, donation_id, letter["period"])
+
+    # WHEN the operator redrives with --yes
+    result = donations(capsys, "redrive", "--yes")
+
+    # THEN every letter stays on the queue, each with its code, and the period was not reopened
+    assert result.code == 0, result.err
+    for code in HARD_DECLINE_CODES:
+        assert f"skip: hard decline ({code}) on the same payment method {STOLEN_CARD};" in result.out
+    total = len(HARD_DECLINE_CODES)
+    counts = _COUNTS.search(result.out)
+    assert counts is not None
+    assert counts.groups() == (str(total), "0", "0", str(total), None)
+    assert _intent(services, donation_id, letter["period"]) == stopped
+
+
+def test_a_soft_declined_donation_is_still_redriven_on_the_same_card(
+    services: LocalServices,
+    make_engine: MakeEngine,
+    clock: TestClock,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # GIVEN a soft-declined donation that used up its dunning budget, with the card unchanged
+    point_cli_at(services, monkeypatch)
+    donation_id = insert_donation(services, payment_method_id=INSUFFICIENT_FUNDS)
+    assert run_engine(make_engine(MAX_ATTEMPTS="1")).dead_lettered == 1
+    (letter,) = peek_letters(services)
+    assert letter["reason"] == "attempts_exhausted"
+
+    # WHEN the operator redrives it
+    result = donations(capsys, "redrive", "--yes")
+
+    # THEN it is reset as before: a soft decline may be retried on the same card
+    assert result.code == 0, result.err
+    assert "reset for another attempt" in result.out
+    assert _intent(services, donation_id, letter["period"])["status"] == "pending"
+    assert peek_letters(services) == []
+
+
+def test_a_forced_redrive_of_a_hard_decline_is_logged_and_recorded_on_the_intent(
+    services: LocalServices,
+    make_engine: MakeEngine,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    log_stream: io.StringIO,
+) -> None:
+    # GIVEN a donation stopped by a stolen card that the donor says was found again (the card is unchanged)
+    point_cli_at(services, monkeypatch)
+    donation_id, letter = _stopped_by_a_stolen_card(services, make_engine)
+    document = _document(services, donation_id)
+    justification = "donor confirmed by phone the card was recovered, ticket 4711"
+    force = ["--id", str(donation_id), "--force", "--force-reason", justification]
+
+    # WHEN the operator looks, then forces the redrive of that donation
+    dry = donations(capsys, "redrive", *force)
+    logged_by_the_dry_run = log_stream.getvalue()
+    acted = donations(capsys, "redrive", "--yes", *force)
+
+    # THEN both say it is forced and why; the period is reopened and the forcing is recorded on its intent
+    assert (dry.code, acted.code) == (0, 0), dry.err + acted.err
+    forced = f"forced: hard decline (stolen_card) on the same payment method {STOLEN_CARD}"
+    assert forced in dry.out
+    assert forced in acted.out
+    assert "message deleted" in acted.out
+    assert "hard decline redriven by force" not in logged_by_the_dry_run
+    reopened = _intent(services, donation_id, letter["period"])
+    assert reopened["status"] == "pending"
+    assert reopened["forcedRedrive"]["reason"] == justification
+    assert isinstance(reopened["forcedRedrive"]["at"], datetime)
+    assert peek_letters(services) == []
+    # ... and one structured log line names the operator's reason, the donation and the letter, nothing else
+    lines = [json.loads(line) for line in log_stream.getvalue().splitlines() if line.startswith("{")]
+    (logged,) = [line for line in lines if line.get("message") == "hard decline redriven by force"]
+    assert logged["level"] == "WARNING"
+    assert logged["operator_reason"] == justification
+    assert logged["donation_id"] == str(donation_id)
+    assert logged["dead_letter_id"] == letter["deadLetterId"]
+    text = json.dumps(logged)
+    for personal in (document["stripeCustomerId"], document["donorId"], STOLEN_CARD):
+        assert personal not in text
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--force"], "--force needs --force-reason TEXT"),
+        (["--force", "--force-reason", "  "], "--force needs --force-reason TEXT"),
+        (["--force-reason", "the donor called"], "--force-reason goes with --force"),
+        (["--only-reason", "expired_card"], "--only-reason must be among"),
+        (["--limit", "0"], "--limit must be at least 1"),
+        (["--id", " , "], "--id needs a scheduled donation id"),
+    ],
+)
+def test_redrive_refuses_an_unclear_selection_or_an_unjustified_force(
+    argv: list[str],
+    message: str,
+    services: LocalServices,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # GIVEN a letter on the queue
+    point_cli_at(services, monkeypatch)
+    send_raw(
+        services, json.dumps({"reason": "hard_decline", "scheduledDonationId": "x", "period": "2026-01-01"})
+    )
+
+    # WHEN the operator gives options that do not say what to do
+    result = donations(capsys, "redrive", "--yes", *argv)
+
+    # THEN it is a usage error, and the letter was not touched
+    assert result.code == 2
+    assert message in result.err
+    assert len(peek_letters(services)) == 1
+
+
+def test_redrive_help_names_the_filters_and_the_forced_redrive_apart(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # WHEN the operator asks for help
+    result = donations(capsys, "redrive", "--help")
+
+    # THEN the filters and the forcing options are there, and no bare --reason is left to confuse them
+    assert result.code == 0
+    for option in ("--id ID", "--only-reason REASON", "--limit N", "--force ", "--force-reason TEXT"):
+        assert option in result.out
+    assert re.search(r"(?<![-\w])--reason\b", result.out) is None
+
+
+def test_redrive_acts_only_on_the_donations_named_by_id(
+    services: LocalServices,
+    make_engine: MakeEngine,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # GIVEN three stopped donations whose donors all fixed their cards
+    point_cli_at(services, monkeypatch)
+    first, second, third = _stopped_with_fixed_cards(services, make_engine, 3)
+
+    # WHEN the operator redrives the first and the third only (two --id options)
+    result = donations(capsys, "redrive", "--yes", "--id", str(first), "--id", str(third))
+
+    # THEN those two are reset; the second's letter stays, visible, and its donation is untouched
+    assert result.code == 0, result.err
+    counts = _COUNTS.search(result.out)
+    assert counts is not None
+    assert counts.groups() == ("3", "2", "0", "1", "1")
+    assert "skip: not selected (--id); left on the queue" in result.out
+    assert [item["scheduledDonationId"] for item in peek_letters(services)] == [str(second)]
+    assert _document(services, second)["status"] == "payment_failed"
+    assert (_document(services, first)["status"], _document(services, third)["status"]) == (
+        "active",
+        "active",
+    )
+
+
+def test_redrive_with_a_limit_acts_on_at_most_that_many_letters(
+    services: LocalServices,
+    make_engine: MakeEngine,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # GIVEN three stopped donations whose donors all fixed their cards
+    point_cli_at(services, monkeypatch)
+    ids = _stopped_with_fixed_cards(services, make_engine, 3)
+
+    # WHEN the operator redrives at most two
+    result = donations(capsys, "redrive", "--yes", "--limit", "2")
+
+    # THEN two are reset; the third letter stays, visible at once, and its donation is untouched
+    assert result.code == 0, result.err
+    counts = _COUNTS.search(result.out)
+    assert counts is not None
+    assert counts.groups() == ("3", "2", "0", "1", "1")
+    assert "skip: not selected (beyond --limit 2); left on the queue" in result.out
+    (left,) = peek_letters(services)
+    statuses = {str(donation_id): _document(services, donation_id)["status"] for donation_id in ids}
+    assert statuses.pop(left["scheduledDonationId"]) == "payment_failed"
+    assert set(statuses.values()) == {"active"}
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ([], ("6", "2", "2", "2", None)),
+        (["--only-reason", "hard_decline"], ("6", "1", "2", "3", "2")),
+        (["--id", "{fixed},{invalid}"], ("6", "2", "1", "3", "3")),
+        (["--force", "--force-reason", "the donor's bank lifted the block"], ("6", "3", "2", "1", None)),
+        (["--limit", "1"], None),
+        (["--only-reason", "invalid_document,attempts_exhausted", "--limit", "5"], ("6", "1", "0", "5", "5")),
+    ],
+    ids=["everything", "only-reason", "id", "force", "limit", "only-reason-and-limit"],
+)
+def test_a_dry_run_and_the_run_with_yes_agree_on_every_count_of_the_same_queue(
+    options: list[str],
+    expected: tuple[str, ...] | None,
+    services: LocalServices,
+    make_engine: MakeEngine,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # GIVEN on the queue: a fixed card's letter, sent twice (SQS delivers at least once), a stolen card still
+    # on its donation, an invalid document since fixed, a period already charged, and junk
+    point_cli_at(services, monkeypatch)
+    fixed = insert_donation(services, payment_method_id=STOLEN_CARD)
+    unchanged = insert_donation(services, payment_method_id=STOLEN_CARD)
+    invalid = insert_donation(services, amount=-500)
+    paid = insert_donation(services)
+    assert run_engine(make_engine()).succeeded == 1
+    letters = {letter["scheduledDonationId"]: letter for letter in peek_letters(services)}
+    assert set(letters) == {str(fixed), str(unchanged), str(invalid)}
+    _fix_card(services, fixed)
+    services.database["scheduled_donations"].update_one({"_id": invalid}, {"$set": {"amount": 1500}})
+    send_raw(services, json.dumps(letters[str(fixed)]))
+    paid_entry = services.database["donations"].find_one({"scheduledDonationId": str(paid)})
+    assert paid_entry is not None
+    send_raw(
+        services,
+        json.dumps(
+            {"reason": "hard_decline", "scheduledDonationId": str(paid), "period": paid_entry["period"]}
+        ),
+    )
+    send_raw(services, "not a letter")
+    argv = [option.format(fixed=fixed, invalid=invalid) for option in options]
+
+    # WHEN the operator looks, then acts with the same options
+    dry = donations(capsys, "redrive", *argv)
+    acted = donations(capsys, "redrive", "--yes", *argv)
+
+    # THEN every count agrees, and the letters said to be left are the ones on the queue, visible
+    assert (dry.code, acted.code) == (0, 0), dry.err + acted.err
+    planned = _COUNTS.search(dry.out)
+    done = _COUNTS.search(acted.out)
+    assert planned is not None
+    assert done is not None
+    assert planned.groups() == done.groups()
+    if expected is not None:
+        assert done.groups() == expected
+    else:
+        assert int(done.group(2)) + int(done.group(3)) == 1
+    assert "0 errors" in acted.out
+    depth = donations(capsys, "status", "--json")
+    assert json.loads(depth.out)["deadLetterQueue"]["messages"] == int(done.group(4))
+
+
+def test_a_hard_decline_on_a_card_the_period_does_not_record_is_redriven_only_by_force() -> None:
+    # GIVEN a hard-decline letter for a period an earlier version stopped: its record keeps no attempt log,
+    # so nothing says which card was declined (the donation may still have it)
+    now = datetime.now(UTC)
+    document = scheduled_donation(
+        customer_id="cus_test", next_run_at=now - timedelta(hours=1), status="payment_failed"
+    )
+    period = period_key(document["nextRunAt"])
+    record = {
+        "_id": "legacy",
+        "scheduledDonationId": str(document["_id"]),
+        "period": period,
+        "status": "failed",
+    }
+    facts = Facts(entry=entry_from(record), document=document)
+    letter = Letter("letter-1", str(document["_id"]), period, "hard_decline", decline_code="stolen_card")
+
+    # WHEN redrive decides, without and with --force
+    plain = decide(letter, facts, now)
+    forced = decide(letter, facts, now, force="the donor confirmed a new card number")
+
+    # THEN it is left without force; with force it is reset, the forcing recorded on that period's record
+    assert plain.action == "leave"
+    assert plain.reason == (
+        "hard decline (stolen_card); the ledger does not record which payment method was declined; "
+        "check the card with the donor, then --force --force-reason TEXT"
+    )
+    assert forced.action == "reset"
+    assert forced.forced is not None
+    assert forced.forced.entry == facts.entry
+    assert forced.forced.justification == "the donor confirmed a new card number"

@@ -850,3 +850,15 @@ class MongoDonationStore:
             raise _failed("counting donations", error) from error
         counts["overdue"] = self.count_overdue(overdue_before)
         return counts
+
+    def record_forced_redrive(self, entry: ChargeIntent, reason: str, now: datetime) -> bool:
+        """Write on the period's ledger entry that an operator redrove its hard decline on the payment method it
+        was declined on, and why (`forcedRedrive`: the latest such redrive). False if the entry is gone."""
+        try:
+            result = self._donations.update_one(
+                {"_id": entry.ref},
+                {"$set": {"forcedRedrive": {"reason": reason, "at": to_mongo_datetime(now)}}},
+            )
+        except PyMongoError as error:
+            raise _failed("recording a forced redrive", error) from error
+        return result.matched_count == 1
