@@ -53,6 +53,15 @@ class TestClock:
     def advance(self, **delta: float) -> None:
         self.now += timedelta(**delta)
 
+    def monotonic(self) -> float:
+        """The run lock's monotonic clock: it follows this clock."""
+        return self.now.timestamp()
+
+    def sleep(self, seconds: float) -> None:
+        """The run lock's sleep: it moves this clock on at once, so watching a dead holder for a whole
+        lease costs no real time (and moves the run's wall clock on by the same amount, as it would)."""
+        self.advance(seconds=seconds)
+
 
 @pytest.fixture(scope="session")
 def moto_server() -> Iterator[MotoServer]:
@@ -109,14 +118,21 @@ def clock() -> TestClock:
 
 @pytest.fixture
 def make_engine(services: LocalServices, clock: TestClock) -> Callable[..., DonationEngine]:
-    """The engine with its real adapters, a test clock and no backoff sleeping."""
+    """The engine with its real adapters, a test clock and no backoff sleeping; the run lock watches a
+    holder on the test clock (`TestClock.monotonic`/`sleep`), so waiting out a dead one takes no real time."""
 
     def factory(sleep: Callable[[float], None] | None = None, **env_overrides: str) -> DonationEngine:
         env = services.environment(**env_overrides)
         previous = {name: os.environ.get(name) for name in env}
         os.environ.update(env)  # boto3 reads AWS_ENDPOINT_URL and credentials from the environment
         try:
-            return build_engine(load_settings(env), clock=clock, sleep=sleep or (lambda _seconds: None))
+            return build_engine(
+                load_settings(env),
+                clock=clock,
+                sleep=sleep or (lambda _seconds: None),
+                lock_monotonic=clock.monotonic,
+                lock_sleep=clock.sleep,
+            )
         finally:
             for name, value in previous.items():
                 if value is None:

@@ -678,6 +678,20 @@ class FakeStore:
             if document is not None and letter.get("deadLetterId") == parked.letter["deadLetterId"]:
                 del document["pendingDeadLetter"]
 
+    # -- fencing (the run lock) ------------------------------------------------------------------------
+
+    def highest_fence(self) -> int:
+        """The largest numeric `claimFence` or `lease.fence`, as MongoDB's `$type: "number"` finds them."""
+        with self._lock:
+            fences = [document.get("claimFence") for document in self.scheduled.values()]
+            fences += [
+                document["lease"].get("fence")
+                for document in self.donations.values()
+                if isinstance(document.get("lease"), dict)
+            ]
+            numbers = (f for f in fences if isinstance(f, int | float) and not isinstance(f, bool))
+            return max((int(fence) for fence in numbers), default=0)
+
 
 # -- payments ---------------------------------------------------------------------------------------------
 
@@ -1000,6 +1014,17 @@ class FakeLock:
                 raise LockLostError("the lock was taken over by another run")
             self._expires_ms = self._now_ms() + self._lease_ms
             return replace(lease, expires_at_ms=self._expires_ms)
+
+    def raise_fence(self, lease: LockLease, floor: int) -> LockLease:
+        """As the DynamoDB lock: no write when the fence is above floor already, else lift it to floor + 1
+        while this lease still holds the lock."""
+        if lease.fence > floor:
+            return lease
+        with self._lock:
+            if (self._owner, self._fence) != (lease.owner, lease.fence):
+                raise LockLostError("the lock was lost before its fence was raised")
+            self._fence = floor + 1
+            return replace(lease, fence=self._fence)
 
     def release(self, lease: LockLease, last_run: Mapping[str, Any] | None = None) -> None:
         with self._lock:

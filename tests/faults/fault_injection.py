@@ -71,8 +71,9 @@ class CrashingStore:
         return won
 
     def record_pending(self, intent: Any, claim: Any, at: Any, failure: Any, now: Any) -> bool:
-        if failure is not None:
-            self._switch.maybe_crash("before_failure_record")
+        # Without a failure this lets the intent go because the run is stopping. A dead process writes
+        # nothing, this included: else the next run would find free the intents the crash left leased.
+        self._switch.maybe_crash("before_failure_record" if failure is not None else "store.record_pending")
         won: bool = self._inner.record_pending(intent, claim, at, failure, now)
         return won
 
@@ -87,7 +88,8 @@ class CrashingStore:
 
 
 class CrashingLock:
-    """The real DynamoDB lock; a dead process never releases it, so the next run must wait out the lease."""
+    """The real DynamoDB lock; a dead process never renews or releases it, so the next run takes it over
+    only after watching its record version stay unchanged for a whole lease."""
 
     def __init__(self, inner: Any, switch: CrashSwitch) -> None:
         self._inner = inner
@@ -101,6 +103,11 @@ class CrashingLock:
         self._switch.maybe_crash("lock.renew")
         renewed: LockLease = self._inner.renew(lease)
         return renewed
+
+    def raise_fence(self, lease: LockLease, floor: int) -> LockLease:
+        self._switch.maybe_crash("lock.raise_fence")
+        raised: LockLease = self._inner.raise_fence(lease, floor)
+        return raised
 
     def release(self, lease: LockLease, last_run: Mapping[str, Any] | None = None) -> None:
         if self._switch.fired:

@@ -25,7 +25,9 @@ from donation_processor.wiring import build_engine
 from harness.local_services import LocalServices
 
 SCHEDULED_EVENT = json.loads(Path("events/scheduled.json").read_text())
-LEASES_EXPIRED = {"minutes": 16}  # past the 15-minute claim lease and the 2-minute lock lease
+# Past the 15-minute claim lease. A dead run's lock is taken over by the next run after one lock lease of
+# unchanged record version on its own clock (here the test clock, which that watch moves on).
+LEASES_EXPIRED = {"minutes": 16}
 
 
 @pytest.fixture(name="engine_for")
@@ -38,7 +40,15 @@ def engine_for_fixture(services: LocalServices, clock: TestClock) -> Iterator[Ca
     ) -> DonationEngine:
         environment = services.environment(**{"MAX_CONCURRENCY": "2", **env})
         os.environ.update(environment)
-        real = build_engine(load_settings(environment), clock=clock, sleep=lambda _s: None)
+        # The lock watches a holder on the test clock: after a crash, the next run waits out the dead
+        # run's lease (one lease of unchanged record version) at once, and the test clock moves on by it.
+        real = build_engine(
+            load_settings(environment),
+            clock=clock,
+            sleep=lambda _s: None,
+            lock_monotonic=clock.monotonic,
+            lock_sleep=clock.sleep,
+        )
         deps = real._deps
         payments = deps.payments
         if payments_wrapper is not None:

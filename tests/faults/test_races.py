@@ -39,11 +39,23 @@ def test_concurrent_containers_charge_each_period_once_and_the_losers_skip(
     # winner still holds the lock, even on a loaded machine.
     services.stripe.state.set_latency(100)
     env = services.environment(MAX_CONCURRENCY="4")
+    winner_done = threading.Event()
+
+    def nap(seconds: float) -> None:
+        # A contender that finds the lock held reads it every 5 s for a lease and skips once its record
+        # version changes. The winner's LeaseKeeper renews only every 40 s of real time, so on the test
+        # clock (no real wait) the contender would see no renewal and take a live winner's lock over.
+        # Instead its nap lasts until the winner has finished: the winner's release writes a new record
+        # version between two of the contender's polls, so the contender sees the winner alive and skips.
+        winner_done.wait(timeout=60)
+        clock.sleep(seconds)
+
     saved = dict(os.environ)
     os.environ.update(env)
     try:
         engines: list[DonationEngine] = [
-            build_engine(load_settings(env), clock=clock) for _ in range(CONTENDERS)
+            build_engine(load_settings(env), clock=clock, lock_monotonic=clock.monotonic, lock_sleep=nap)
+            for _ in range(CONTENDERS)
         ]
     finally:
         os.environ.clear()
@@ -53,7 +65,14 @@ def test_concurrent_containers_charge_each_period_once_and_the_losers_skip(
 
     def invoke(engine: DonationEngine) -> None:
         barrier.wait()
-        summaries.append(engine.run(RunRequest(source="schedule"), lambda: 900_000))
+        try:
+            summary = engine.run(RunRequest(source="schedule"), lambda: 900_000)
+        except BaseException:
+            winner_done.set()  # let the others stop watching; the test fails on the missing summary
+            raise
+        summaries.append(summary)
+        if summary.status != "skipped_locked":
+            winner_done.set()
 
     # WHEN the six invocations start at the same moment
     threads = [threading.Thread(target=invoke, args=(engine,)) for engine in engines]

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from conftest import FakeLambdaContext, read_dead_letters
+from conftest import FakeLambdaContext, TestClock, read_dead_letters
 
 import app
+from donation_processor.config import load_settings
+from donation_processor.engine import DonationEngine
 from donation_processor.exceptions import InvalidEventError, LockUnavailableError
+from donation_processor.ports import LockLease
+from donation_processor.wiring import build_engine
 from harness.aws_local import load_template
 from harness.emf import emitted_metrics, namespaces
 from harness.local_services import LOCAL_STRIPE_KEY, LocalServices
@@ -47,6 +52,43 @@ def _charges_per_period(services: LocalServices) -> dict[tuple[str, ...], int]:
 def _emitted_metrics(output: str) -> dict[str, float]:
     assert namespaces(output) <= {"ScheduledDonations"}
     return emitted_metrics(output)
+
+
+class LiveHolder:
+    """Another run that holds the job lock and is alive, renewing its lease between the handler's polls.
+
+    The handler's lock, finding the item held, reads it every 5 s for a lease (on its monotonic clock) and
+    skips if the record version changed. Here its nap is a step of the test clock (`nap`), no real wait, so
+    no LeaseKeeper on real time could renew within the watch, and a holder that never renews is dead and
+    taken over. So `nap` renews the holder first, as a live holder renews every third of a lease: the
+    watcher must see the new record version and skip."""
+
+    def __init__(self, clock: TestClock) -> None:
+        self._clock = clock
+        self.lease: LockLease | None = None
+
+    def take(self, engine: DonationEngine, owner: str = "run-other") -> None:
+        self._lock = engine._deps.lock
+        self.lease = self._lock.acquire(owner)
+
+    def renew(self) -> None:
+        """LockLostError unless it still holds the lock."""
+        if self.lease is not None:
+            self.lease = self._lock.renew(self.lease)
+
+    def nap(self, seconds: float) -> None:
+        self.renew()
+        self._clock.sleep(seconds)
+
+
+@pytest.fixture
+def live_holder(handler_env: LocalServices, clock: TestClock, monkeypatch: pytest.MonkeyPatch) -> LiveHolder:
+    """A holder (not yet holding), and the warm container's engine as app.get_engine builds it, except that
+    its lock watches a held item on the test clock, napping through `LiveHolder.nap`."""
+    holder = LiveHolder(clock)
+    engine = build_engine(load_settings(os.environ), lock_monotonic=clock.monotonic, lock_sleep=holder.nap)
+    monkeypatch.setattr(app, "_engine", engine)
+    return holder
 
 
 def test_scheduled_run_charges_each_due_donation_once_and_moves_the_schedule_on(
@@ -292,19 +334,22 @@ def test_a_soft_decline_is_not_retried_in_the_run_and_waits_for_the_dunning_sche
 
 
 def test_lock_held_by_a_live_run_skips_and_reports_contention(
-    handler_env: LocalServices, lambda_context: FakeLambdaContext, capfd: pytest.CaptureFixture[str]
+    handler_env: LocalServices,
+    lambda_context: FakeLambdaContext,
+    live_holder: LiveHolder,
+    capfd: pytest.CaptureFixture[str],
 ) -> None:
-    # GIVEN a due donation and a lock held by another live run
+    # GIVEN a due donation and a lock held by another live run, which renews while the handler watches it
     _seed(handler_env)
-    engine = app.get_engine()
-    engine._deps.lock.acquire("run-other")
+    live_holder.take(app.get_engine())
 
     # WHEN the schedule invokes the handler
     summary = app.lambda_handler(SCHEDULED_EVENT, lambda_context)
 
-    # THEN nothing was charged and LockContended was emitted
+    # THEN nothing was charged, the other run still holds the lock, and LockContended was emitted
     assert summary["status"] == "skipped_locked"
     assert handler_env.stripe.state.request_count == 0
+    live_holder.renew()
     emitted = _emitted_metrics(capfd.readouterr().out)
     assert emitted["LockContended"] == 1
     assert emitted["RunCompleted"] == 0
@@ -379,7 +424,10 @@ def test_logs_carry_the_run_id_and_donation_id_and_no_secrets(
 
 
 def test_every_custom_metric_alarm_watches_a_metric_the_handler_really_emits(
-    handler_env: LocalServices, lambda_context: FakeLambdaContext, capfd: pytest.CaptureFixture[str]
+    handler_env: LocalServices,
+    lambda_context: FakeLambdaContext,
+    live_holder: LiveHolder,
+    capfd: pytest.CaptureFixture[str],
 ) -> None:
     # GIVEN the alarms of template.yaml that watch the job's own namespace
     template = load_template("template.yaml")
@@ -397,10 +445,10 @@ def test_every_custom_metric_alarm_watches_a_metric_the_handler_really_emits(
                 watched.add(metric["MetricName"])
     _seed(handler_env)
 
-    # WHEN the handler runs once, and once more while another run holds the lock
+    # WHEN the handler runs once, and once more while another live run holds the lock
     app.lambda_handler(SCHEDULED_EVENT, lambda_context)
-    app.get_engine()._deps.lock.acquire("run-other")
-    app.lambda_handler(SCHEDULED_EVENT, lambda_context)
+    live_holder.take(app.get_engine())
+    assert app.lambda_handler(SCHEDULED_EVENT, lambda_context)["status"] == "skipped_locked"
 
     # THEN every watched metric appears in the EMF output the handler printed
     assert len(watched) >= 6

@@ -145,8 +145,12 @@ class DonationEngine:
                 self._deps.store.ensure_indexes()
                 delivered, parked = self._courier.flush_parked()
                 summary.add(dead_lettered=delivered, dead_letters_deferred=parked)
+                # The lock's counter restarts when its item is lost: never claim at or below a fence
+                # already written in MongoDB.
+                keeper.raise_fence(self._deps.store.highest_fence())
+                logger.info("fence set above every fence in MongoDB", fence=keeper.lease.fence)
                 try:
-                    self._process_due(request, lease, keeper, remaining_ms, summary)
+                    self._process_due(request, keeper.lease, keeper, remaining_ms, summary)
                 finally:
                     if self._deps.donor_events is not None:
                         summary.donor_events_failed = self._deps.donor_events.flush()

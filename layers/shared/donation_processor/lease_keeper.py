@@ -12,7 +12,11 @@ from donation_processor.ports import LockLease, RunLockPort
 
 
 class LeaseKeeper:
-    """Renews the lease every interval; `lost` is set when the lease can no longer be kept."""
+    """Renews the lease every interval; `lost` is set when the lease can no longer be kept.
+
+    Each renewal writes a new record version number, conditional on the last one: a lock taken over,
+    released or deleted refuses it (LockLostError), and the engine stops claiming.
+    """
 
     def __init__(
         self,
@@ -27,6 +31,8 @@ class LeaseKeeper:
         self._clock_ms = clock_ms
         self._stop = threading.Event()
         self.lost = threading.Event()
+        # Renewing and raising the fence both write conditional on the lease's RVN: one at a time.
+        self._turn = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="lease-keeper", daemon=True)
 
     def __enter__(self) -> LeaseKeeper:
@@ -37,12 +43,24 @@ class LeaseKeeper:
         self._stop.set()
         self._thread.join(timeout=10)
 
+    def raise_fence(self, floor: int) -> None:
+        """Lift the lease's fence above floor (the highest fence already written); `lost` if it cannot be."""
+        with self._turn:
+            try:
+                self.lease = self._lock.raise_fence(self.lease, floor)
+            except LockLostError:
+                logger.error("lock lost before its fence was raised; stopping claims", fence=self.lease.fence)
+                self.lost.set()
+
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
             try:
-                self.lease = self._lock.renew(self.lease)
+                with self._turn:
+                    self.lease = self._lock.renew(self.lease)
             except LockLostError:
-                logger.error("lock lost to another run; stopping claims", fence=self.lease.fence)
+                logger.error(
+                    "lock lost (taken over, released or deleted); stopping claims", fence=self.lease.fence
+                )
                 self.lost.set()
                 return
             except LockUnavailableError as error:

@@ -54,6 +54,11 @@ class RunLockPort(Protocol):
     def release(self, lease: LockLease, last_run: Mapping[str, Any] | None = None) -> None:
         """Give the lock up if this lease still owns it, keeping the run's summary for operators."""
 
+    # -- fencing (the run lock) ---------------------------------------------------------------------------
+
+    def raise_fence(self, lease: LockLease, floor: int) -> LockLease:
+        """Lift this lease's fence to floor + 1 unless it is above floor already; raise LockLostError."""
+
 
 class ScheduleWrite(StrEnum):
     """What became of a write to a schedule document that the host may have edited meanwhile."""
@@ -208,6 +213,11 @@ class DonationStorePort(Protocol):
 
     def clear_dead_letter(self, parked: ParkedLetter) -> None:
         """Forget a parked dead letter once the queue has it."""
+
+    # -- fencing (the run lock) ---------------------------------------------------------------------------
+
+    def highest_fence(self) -> int:
+        """The largest fence any run has stamped on a schedule or an intent; 0 when none has."""
 
 
 class PaymentsPort(Protocol):

@@ -46,7 +46,12 @@ def build_engine(
     settings: Settings,
     clock: Callable[[], datetime] = utc_now,
     sleep: Callable[[float], None] = time.sleep,
+    lock_monotonic: Callable[[], float] = time.monotonic,
+    lock_sleep: Callable[[float], None] = time.sleep,
 ) -> DonationEngine:
+    """The engine on its real adapters. `clock` and `sleep` are the engine's wall clock and backoff sleep;
+    `lock_monotonic` and `lock_sleep` are what the run lock watches a holder's record version with (one
+    lease on `lock_monotonic`, polling with `lock_sleep`), so tests can let a lease pass without waiting."""
     mongodb_uri = settings.mongodb_uri or read_secret(str(settings.mongodb_secret_name))
     stripe_key = settings.stripe_secret_key or read_secret(str(settings.stripe_secret_name))
     database = get_database(mongodb_uri, settings.mongodb_database, pool_size=settings.max_concurrency + 4)
@@ -61,6 +66,8 @@ def build_engine(
             settings.lock_lease_seconds,
             client=boto3.client("dynamodb", config=AWS_CLIENT_CONFIG),
             clock_ms=lambda: int(clock().timestamp() * 1000),
+            monotonic=lock_monotonic,
+            sleep=lock_sleep,
         ),
         store=MongoDonationStore(database),
         payments=payments,

@@ -668,6 +668,41 @@ class MongoDonationStore:
         except PyMongoError as error:
             raise _failed("clearing a dead letter", error) from error
 
+    # -- fencing (the run lock) ---------------------------------------------------------------------------
+
+    _fence_indexes_ready = False
+    _HIGHEST_FIRST = -1  # pymongo.DESCENDING
+
+    def ensure_fence_indexes(self) -> None:
+        """Descending indexes on the fences, so highest_fence reads one entry of each."""
+        if self._fence_indexes_ready:
+            return
+        try:
+            self._scheduled.create_index([("claimFence", self._HIGHEST_FIRST)], name="claims_by_fence")
+            self._donations.create_index([("lease.fence", self._HIGHEST_FIRST)], name="leases_by_fence")
+        except PyMongoError as error:
+            raise _failed("creating the fence indexes", error) from error
+        self._fence_indexes_ready = True
+
+    def highest_fence(self) -> int:
+        self.ensure_fence_indexes()
+        highest = 0
+        try:
+            for collection, path in ((self._scheduled, "claimFence"), (self._donations, "lease.fence")):
+                # Numbers only: MongoDB sorts other types above them.
+                for document in (
+                    collection.find({path: {"$type": "number"}}, {path: 1})
+                    .sort(path, self._HIGHEST_FIRST)
+                    .limit(1)
+                ):
+                    value: Any = document
+                    for part in path.split("."):
+                        value = value[part]
+                    highest = max(highest, int(value))
+        except PyMongoError as error:
+            raise _failed("reading the highest fence", error) from error
+        return highest
+
     # -- operator actions (the CLI) -------------------------------------------------------------------------
 
     def find_schedule(self, donation_id: str) -> Document | None:
@@ -852,8 +887,8 @@ class MongoDonationStore:
         return counts
 
     def record_forced_redrive(self, entry: ChargeIntent, reason: str, now: datetime) -> bool:
-        """Write on the period's ledger entry that an operator redrove its hard decline on the payment method it
-        was declined on, and why (`forcedRedrive`: the latest such redrive). False if the entry is gone."""
+        """Write on the period's ledger entry that an operator redrove its hard decline on the payment method
+        it was declined on, and why (`forcedRedrive`: the latest such redrive). False if the entry is gone."""
         try:
             result = self._donations.update_one(
                 {"_id": entry.ref},
