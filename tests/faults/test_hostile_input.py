@@ -86,6 +86,7 @@ SUMMARY_KEYS = frozenset(
         "overdue",
         "donorEventsFailed",
         "durationMs",
+        "systemicCode",
         "amountByCurrency",
     }
 )

@@ -141,10 +141,16 @@ def test_the_time_budget_stops_claiming_and_leaves_the_rest_due(
 def test_the_circuit_opens_on_a_stripe_outage_and_leaves_donations_due_without_failing_them(
     services: LocalServices, clock: TestClock, make_engine: Callable[..., DonationEngine]
 ) -> None:
-    # GIVEN 6 due donations and a Stripe answering 503 to everything
+    # GIVEN 6 due donations, a Stripe answering 503 to everything, and an outage window of 1 s
     _seed(services, clock, 6)
-    services.stripe.state.inject_faults(*[Fault("http_503") for _ in range(50)])
-    engine = make_engine(CIRCUIT_BREAKER_THRESHOLD="3", STRIPE_RETRY_ATTEMPTS="4", MAX_CONCURRENCY="1")
+    services.stripe.state.set_fault_rate("http_503", 1.0)
+    engine = make_engine(
+        CIRCUIT_BREAKER_THRESHOLD="3",
+        STRIPE_RETRY_ATTEMPTS="4",
+        MAX_CONCURRENCY="1",
+        CIRCUIT_COOL_DOWN_SECONDS="0.1",
+        CIRCUIT_OUTAGE_WINDOW_SECONDS="1",
+    )
 
     # WHEN the job runs
     summary = engine.run(SCHEDULED, PLENTY_OF_TIME)

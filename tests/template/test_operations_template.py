@@ -52,6 +52,7 @@ EXPECTED_ALARMS = {
     "DurationNearTimeoutAlarm",
     "RunMissingAlarm",
     "CircuitOpenedAlarm",
+    "SystemicHaltAlarm",
     "DeadLettersDeferredAlarm",
     "LockContendedAlarm",
     "DonationsOverdueAlarm",

@@ -40,6 +40,9 @@ PARAMETER_SETTINGS: dict[str, tuple[str, object]] = {
     "DUNNING_SCHEDULE_DAYS": ("DunningScheduleDays", "1,3,7"),
     "TIME_MARGIN_SECONDS": ("TimeMarginSeconds", 90),
     "CIRCUIT_BREAKER_THRESHOLD": ("CircuitBreakerThreshold", 5),
+    "CIRCUIT_COOL_DOWN_SECONDS": ("CircuitCoolDownSeconds", 1),
+    "CIRCUIT_OUTAGE_WINDOW_SECONDS": ("CircuitOutageWindowSeconds", 120),
+    "SYSTEMIC_FAILURE_THRESHOLD": ("SystemicFailureThreshold", 3),
     "OVERDUE_AFTER_HOURS": ("OverdueAfterHours", 24),
 }
 LOCAL_ONLY_VARIABLES = ("MONGODB_URI", "STRIPE_SECRET_KEY", "STRIPE_API_BASE", "AWS_ENDPOINT_URL")
@@ -133,6 +136,7 @@ def test_custom_metric_alarms_watch_only_emitted_metrics_with_the_service_dimens
         ("CircuitOpenedAlarm", "CircuitOpened", AT_LEAST, 1),
         ("DeadLettersDeferredAlarm", "DeadLettersDeferred", AT_LEAST, 1),
         ("LockContendedAlarm", "LockContended", AT_LEAST, 1),
+        ("SystemicHaltAlarm", "RunSystemicHalt", AT_LEAST, 1),
         ("DeadLetterQueueOldestMessageAlarm", "ApproximateAgeOfOldestMessage", ABOVE, 86400),
         ("FunctionThrottlesAlarm", "Throttles", AT_LEAST, 1),
         ("DurationNearTimeoutAlarm", "Duration", ABOVE, 720000),

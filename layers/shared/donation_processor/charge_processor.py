@@ -57,6 +57,7 @@ from donation_processor.ports import (
 )
 from donation_processor.schedule import following_run
 from donation_processor.summary import RunSummary
+from donation_processor.systemic_guard import SystemicGuard
 from donation_processor.validation import ScheduleView, read_schedule
 
 _MAX_STEPS = 4  # requests for one intent in one run: e.g. a lookup, then a new attempt
@@ -92,6 +93,15 @@ class IntentWork:
 Work = InvalidWork | IntentWork
 
 
+@dataclass(frozen=True)
+class _HeldStop:
+    """A stop for a rejected request, held until the systemic guard knows whether it was the donor's."""
+
+    outcome: Stopped
+    intent: ChargeIntent
+    schedule: ScheduleView | None
+
+
 class _CircuitOpen(Exception):
     """Stripe is unavailable: leave the intent as it is."""
 
@@ -107,8 +117,10 @@ class ChargeProcessor:
         clock: Callable[[], datetime],
         sleep: Callable[[float], None] = time.sleep,
         events: DonorEventsPort | None = None,
+        guard: SystemicGuard[_HeldStop] | None = None,
     ) -> None:
         self._events = events
+        self._guard: SystemicGuard[_HeldStop] = guard if guard is not None else SystemicGuard(3)
         self._store = store
         self._payments = payments
         self._courier = courier
@@ -137,6 +149,13 @@ class ChargeProcessor:
             self._apply_resolved(intent, schedule)
             return
         self._resolve(intent, schedule, ctx)
+
+    def finish(self, ctx: RunContext) -> None:
+        """The run is over: stop what the systemic guard still holds (their rejections were their own),
+        and close the intents applied in this run."""
+        for held in self._guard.drain():
+            self._stopped(held.outcome, held.intent, held.schedule, ctx)
+        self.flush_closed()
 
     def flush_closed(self) -> None:
         with self._close_lock:
@@ -244,18 +263,19 @@ class ChargeProcessor:
         ctx.summary.add(skipped=1)
 
     def _request_with_retries(self, step: Step, intent: ChargeIntent, ctx: RunContext) -> Answer:
+        """Send the request; retry a transient failure with the same key and parameters.
+
+        A failure of Stripe's availability while the breaker is open is the outage's, not this donation's:
+        the request waits at the breaker (cool-down, probe) without spending its retry budget; the outage
+        window bounds that wait. Other transient failures are retried up to the policy's budget.
+        """
         last: StripeFailure | None = None
-        for retry in range(self._policy.retry_attempts + 1):
-            if retry:
-                if retry == 1:
-                    ctx.summary.add(retried=1)
-                self._sleep(
-                    backoff_delay(retry, self._policy.backoff_base_seconds, self._policy.backoff_cap_seconds)
-                )
-            if self._breaker.is_open:
-                raise _CircuitOpen
-            if retry and ctx.stop.is_set():
-                break  # out of time: the intent stays due and the same request goes out next run
+        retries = 0
+        while True:
+            if not self._breaker.wait_for_permission(ctx.stop):
+                raise _CircuitOpen  # the outage outlasted its window, or the run is stopping
+            if last is not None and ctx.stop.is_set():
+                return last  # out of time: the intent stays due and the same request goes out next run
             try:
                 answer = self._request(step, intent)
             except PaymentFailed as error:
@@ -273,16 +293,23 @@ class ChargeProcessor:
                     donation_id=intent.scheduled_donation_id,
                     code=failure.code,
                     http_status=failure.http_status,
-                    retry=retry,
+                    retry=retries,
                 )
-                if not self._policy.retries_in_run(failure, retry):
-                    break
+                if failure.availability and self._breaker.is_open:
+                    continue
+                if not self._policy.retries_in_run(failure, retries):
+                    return failure
+                retries += 1
+                if retries == 1:
+                    ctx.summary.add(retried=1)
+                self._sleep(
+                    backoff_delay(
+                        retries, self._policy.backoff_base_seconds, self._policy.backoff_cap_seconds
+                    )
+                )
                 continue
             self._breaker.record_success()
             return answer
-        if self._breaker.is_open or last is None:
-            raise _CircuitOpen
-        return last
 
     def _request(self, step: Step, intent: ChargeIntent) -> PaymentIntentResult | NotFound:
         if isinstance(step, Retrieve):
@@ -314,6 +341,42 @@ class ChargeProcessor:
     # -- applying outcomes ----------------------------------------------------------------------------------
 
     def _apply(
+        self, outcome: Outcome, intent: ChargeIntent, schedule: ScheduleView | None, ctx: RunContext
+    ) -> None:
+        if isinstance(outcome, Stopped) and _systemic_candidate(outcome):
+            self._judge_rejection(outcome, intent, schedule, ctx)
+            return
+        if not isinstance(outcome, StaysDue):
+            # Stripe answered this donation with something else: the rejections held were each their own.
+            for held in self._guard.answered():
+                self._stopped(held.outcome, held.intent, held.schedule, ctx)
+        self._apply_one(outcome, intent, schedule, ctx)
+
+    def _judge_rejection(
+        self, outcome: Stopped, intent: ChargeIntent, schedule: ScheduleView | None, ctx: RunContext
+    ) -> None:
+        assert outcome.failure is not None
+        verdict = self._guard.rejected(
+            outcome.failure.reason, intent.scheduled_donation_id, _HeldStop(outcome, intent, schedule)
+        )
+        for held in verdict.stop:
+            self._stopped(held.outcome, held.intent, held.schedule, ctx)
+        if verdict.systemic_code is not None and ctx.summary.systemic_code is None:
+            ctx.summary.systemic_code = verdict.systemic_code
+            ctx.stop.set()
+            logger.error(
+                "the same rejection for every donation: systemic fault; run halted, schedules untouched",
+                code=verdict.systemic_code,
+            )
+        for held in verdict.let_go:
+            # Untouched: pending and due as before, no stop, no letter, no donor event.
+            if self._store.record_pending(
+                held.intent, ctx.claim, held.intent.next_attempt_at, held.outcome.failure, self._clock()
+            ):
+                self._hold(held.intent, held.schedule, held.intent.next_attempt_at)
+            ctx.summary.add(skipped=1)
+
+    def _apply_one(
         self, outcome: Outcome, intent: ChargeIntent, schedule: ScheduleView | None, ctx: RunContext
     ) -> None:
         now = self._clock()
@@ -445,7 +508,8 @@ class ChargeProcessor:
             delivered = self._courier.deliver(ParkedLetter(intent.ref, letter, in_ledger=True))
             ctx.summary.add(**({"dead_lettered": 1} if delivered else {"dead_letters_deferred": 1}))
         self._stop_schedule(intent, schedule, outcome)
-        if outcome.dead_letter:
+        if outcome.dead_letter and outcome.reason is not StopReason.STRIPE_REJECTED_REQUEST:
+            # A request Stripe rejected is for an operator; the donor is told nothing until one confirms.
             self._publish(
                 donor_events.PAYMENT_METHOD_UPDATE_REQUIRED
                 if outcome.reason is StopReason.HARD_DECLINE
@@ -600,4 +664,14 @@ def _following(intent: ChargeIntent, schedule: ScheduleView | None) -> tuple[dat
         return None
     return following_run(
         intent.due_at, intent.seen_next_run_at, schedule.next_run_at, schedule.frequency, schedule.anchor_day
+    )
+
+
+def _systemic_candidate(outcome: Stopped) -> bool:
+    """A request Stripe itself rejected (an HTTP 4xx that is not a card error): possibly everyone's."""
+    failure = outcome.failure
+    return (
+        outcome.reason is StopReason.STRIPE_REJECTED_REQUEST
+        and failure is not None
+        and failure.http_status is not None
     )

@@ -32,6 +32,9 @@ class Settings:
     time_margin_seconds: int = 90
     circuit_breaker_threshold: int = 5
     stripe_timeout_seconds: float = 20.0
+    circuit_cool_down_seconds: float = 1.0
+    circuit_outage_window_seconds: int = 120
+    systemic_failure_threshold: int = 3
     stripe_retry_attempts: int = 4
     claim_lease_seconds: int = 900
     lock_lease_seconds: int = 120
@@ -159,3 +162,6 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         donor_event_bus_name=_optional(env, "DONOR_EVENT_BUS_NAME"),
         overdue_after_hours=_int(env, "OVERDUE_AFTER_HOURS", 24, 1, 24 * 30),
     )
+        circuit_cool_down_seconds=_float(env, "CIRCUIT_COOL_DOWN_SECONDS", 1.0, 0.05, 60.0),
+        circuit_outage_window_seconds=_int(env, "CIRCUIT_OUTAGE_WINDOW_SECONDS", 120, 1, 900),
+        systemic_failure_threshold=_int(env, "SYSTEMIC_FAILURE_THRESHOLD", 3, 2, 1000),

@@ -43,6 +43,7 @@ from donation_processor.ports import (
 )
 from donation_processor.summary import RunSummary
 from donation_processor.validation import InvalidDonation, validate
+from donation_processor.systemic_guard import SystemicGuard
 from donation_processor.work_claims import WorkClaims
 
 
@@ -179,7 +180,11 @@ class DonationEngine:
         summary: RunSummary,
     ) -> None:
         settings = self._settings
-        breaker = CircuitBreaker(settings.circuit_breaker_threshold)
+        breaker = CircuitBreaker(
+            settings.circuit_breaker_threshold,
+            cool_down_seconds=settings.circuit_cool_down_seconds,
+            outage_window_seconds=settings.circuit_outage_window_seconds,
+        )
         processor = ChargeProcessor(
             self._deps.store,
             self._deps.payments,
@@ -190,6 +195,7 @@ class DonationEngine:
             self._sleep,
             events=self._deps.donor_events,
         )
+            guard=SystemicGuard(settings.systemic_failure_threshold),
         stop = threading.Event()
         claims = WorkClaims(self._deps.store, self._clock, settings.claim_lease_seconds)
         ctx = RunContext(
@@ -218,8 +224,10 @@ class DonationEngine:
             nonlocal fatal
             if fatal is not None:
                 return "fatal"
-            if breaker.is_open:
-                return "circuit_open"
+            if summary.systemic_code is not None:
+                return "systemic_halt"
+            if breaker.outage_exceeded:
+                return "circuit_open"  # a short outage only pauses the workers at the breaker
             if keeper.lost.is_set():
                 return "lock_lost"
             if remaining_ms() < margin_ms:
@@ -296,16 +304,21 @@ class DonationEngine:
                     stop.set()
                 done, in_flight = _wait_some(in_flight)
                 collect(done)
-        processor.flush_closed()
+        processor.finish(ctx)
         if fatal is not None:
             if isinstance(fatal, PaymentsUnavailableError):
                 logger.error("run stopped: Stripe refused our credentials", error=str(fatal))
             raise fatal
-        if breaker.is_open:
-            reason = "circuit_open"  # it may have opened while the last charges were finishing
-        summary.status = {"completed": "completed", "circuit_open": "circuit_open", "paused": "paused"}.get(
-            reason, "partial"
-        )
+        if summary.systemic_code is not None:
+            reason = "systemic_halt"  # it may have been found while the last charges were finishing
+        elif breaker.outage_exceeded:
+            reason = "circuit_open"
+        summary.status = {
+            "completed": "completed",
+            "circuit_open": "circuit_open",
+            "paused": "paused",
+            "systemic_halt": "systemic_halt",
+        }.get(reason, "partial")
         if reason != "completed":
             logger.warning("run stopped early", stop_reason=reason)
 

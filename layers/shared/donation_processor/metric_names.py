@@ -13,6 +13,8 @@ DEAD_LETTERS_DEFERRED = "DeadLettersDeferred"
 LOCK_CONTENDED = "LockContended"
 CIRCUIT_OPENED = "CircuitOpened"
 RUN_COMPLETED = "RunCompleted"
+RUN_SYSTEMIC_HALT = "RunSystemicHalt"
+SYSTEMIC_FAILURES = "SystemicFailures"  # 1 per systemic halt, dimension "code" (Stripe's error code)
 RUN_PARTIAL = "RunPartial"
 RUN_DURATION_MS = "RunDurationMs"
 RUN_PAUSED = "RunPaused"
@@ -34,6 +36,8 @@ ALL_METRICS: frozenset[str] = frozenset(
         CIRCUIT_OPENED,
         RUN_COMPLETED,
         RUN_PARTIAL,
+        RUN_SYSTEMIC_HALT,
+        SYSTEMIC_FAILURES,
         RUN_DURATION_MS,
         RUN_PAUSED,
         DONATIONS_OVERDUE,

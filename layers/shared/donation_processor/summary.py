@@ -22,6 +22,7 @@ class RunSummary:
     overdue: int = 0
     donor_events_failed: int = 0
     duration_ms: int = 0
+    systemic_code: str | None = None  # the error code that halted the run as systemic
     amount_by_currency: dict[str, int] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
@@ -50,4 +51,5 @@ class RunSummary:
             "donorEventsFailed": self.donor_events_failed,
             "durationMs": self.duration_ms,
             "amountByCurrency": dict(self.amount_by_currency),
+            "systemicCode": self.systemic_code,
         }
