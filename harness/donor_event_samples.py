@@ -92,6 +92,14 @@ def seed_one_of_each(services: LocalServices) -> None:
             periodAttempts=3,
         )
     )
+    # A monthly donation 70 days behind: the latest due period is charged, the two before it are missed.
+    documents.append(
+        scheduled_donation(
+            customer_id=services.stripe.state.create_customer(),
+            next_run_at=now - timedelta(days=70),
+            payment_method_id=SUCCEEDS,
+        )
+    )
     services.database["scheduled_donations"].insert_many(documents)
 
 

@@ -1735,3 +1735,37 @@ def test_known_trap_bulk_write_with_update_one_fails_on_mongomock(
     # mongomock has been fixed and the store may use bulk_write again.
     with pytest.raises(TypeError, match="sort"):
         database[SCHEDULED].bulk_write([UpdateOne({"_id": "d1"}, {"$set": {"attempts": 1}})])
+
+
+# --- missed periods --------------------------------------------------------------------------------------
+
+
+def test_record_missed_periods_writes_closed_entries_in_one_unordered_insert_and_keeps_existing_ones(
+    database: Database[Any], store: MongoDonationStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN d1 with an open February intent
+    _open(store, _new("d1", FEBRUARY))
+    log = _CallLog(database[DONATIONS])
+    monkeypatch.setattr(store, "_donations", log)
+
+    # WHEN February, March and April of d1 are recorded as missed in one call
+    written = store.record_missed_periods([_new("d1", due) for due in (FEBRUARY, MARCH, APRIL)], RUN_A, NOW)
+
+    # THEN one insert wrote March and April, February kept its intent, answers in input order
+    assert log.calls == ["insert_many"]
+    assert written == [False, True, True]
+    entries = {entry["period"]: entry for entry in database[DONATIONS].find({"scheduledDonationId": "d1"})}
+    assert {period: entry["status"] for period, entry in entries.items()} == {
+        "2026-02-01": "pending",
+        "2026-03-01": "missed",
+        "2026-04-01": "missed",
+    }
+    # AND a missed entry is closed and never attempted: no open slot, no due date, no lease, no attempt
+    march = entries["2026-03-01"]
+    assert not {"openFor", "nextAttemptAt", "lease"} & set(march)
+    assert (march["attemptLog"], march["attempts"], march["runId"]) == ([], 0, RUN_A.run_id)
+    assert march["dueAt"] == _naive(MARCH)
+    monkeypatch.undo()
+    entry = store.period_entry("d1", "2026-03-01")
+    assert entry is not None
+    assert (entry.status, entry.open) == (IntentStatus.MISSED, False)

@@ -29,6 +29,7 @@ from donation_processor.adapters.ledger_documents import (
     error_fields,
     intent_from,
     lease_document,
+    missed_document,
     query_ids,
     twin,
 )
@@ -691,6 +692,19 @@ class FakeStore:
             ]
             numbers = (f for f in fences if isinstance(f, int | float) and not isinstance(f, bool))
             return max((int(fence) for fence in numbers), default=0)
+
+    # -- missed periods --------------------------------------------------------------------------------
+
+    def record_missed_periods(self, entries: Sequence[NewIntent], claim: Claim, now: datetime) -> list[bool]:
+        with self._lock:
+            written: list[bool] = []
+            for entry in entries:  # insert_many, unordered: each document on its own
+                document = missed_document(entry, claim, now)
+                refused = self._refused(document)
+                if not refused:
+                    self.donations[document["_id"]] = document
+                written.append(not refused)
+            return written
 
 
 # -- payments ---------------------------------------------------------------------------------------------

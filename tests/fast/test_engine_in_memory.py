@@ -430,3 +430,114 @@ def test_a_run_stopping_before_it_starts_a_paid_period_leaves_no_mark_that_would
     assert "openPeriod" not in schedule
     assert next_run(schedule) == DUE.replace(month=4)
     assert periods_charged(world.payments) == [PERIOD]
+
+
+# -- a schedule behind by whole periods (MISSED_PERIODS) ----------------------------------------------------
+
+SIX_BEHIND = datetime(2025, 10, 1, 9, 0, tzinfo=UTC)  # October to March: six monthly periods due by NOW
+SIX_PERIODS = ["2025-10-01", "2025-11-01", "2025-12-01", "2026-01-01", "2026-02-01", "2026-03-01"]
+
+
+def _entry_statuses(world: World, donation_id: Any) -> dict[str, str]:
+    return {entry["period"]: entry["status"] for entry in world.store.intents_of(donation_id)}
+
+
+def test_under_latest_six_periods_behind_are_one_charge_for_the_latest_and_five_missed_entries(
+    world: World,
+) -> None:
+    # GIVEN a monthly donation six periods behind
+    donation_id = world.given_due(nextRunAt=SIX_BEHIND.replace(tzinfo=None))
+
+    # WHEN the job runs hourly six times (MISSED_PERIODS defaults to latest)
+    summaries = []
+    for _ in range(6):
+        summaries.append(world.run())
+        world.clock.advance(hours=1)
+
+    # THEN only the latest period was charged, once, and each earlier one is a closed `missed` entry
+    assert periods_charged(world.payments) == SIX_PERIODS[-1:]
+    assert _entry_statuses(world, donation_id) == {
+        **dict.fromkeys(SIX_PERIODS[:-1], "missed"),
+        SIX_PERIODS[-1]: "succeeded",
+    }
+    assert all("openFor" not in entry for entry in world.store.intents_of(donation_id))
+    # AND the schedule goes on one period after the latest; the first run counted the five, no later one did
+    assert next_run(world.store.schedule(donation_id)) == datetime(2026, 4, 1, 9, 0, tzinfo=UTC)
+    assert [(summary.succeeded, summary.missed) for summary in summaries] == [(1, 5)] + [(0, 0)] * 5
+    # AND the donor heard of the five in one event, named after the latest period
+    (event,) = world.donor_events.of_type(donor_events.PERIODS_MISSED)
+    assert event["missedPeriods"] == SIX_PERIODS[:-1]
+    assert (event["eventId"], event["period"]) == (f"{donation_id}:{SIX_PERIODS[-1]}:missed", SIX_PERIODS[-1])
+
+
+def test_missed_entries_written_by_a_run_that_stopped_are_not_counted_again_by_the_next(world: World) -> None:
+    # GIVEN a donation six periods behind, and a run whose time budget runs out right after it claimed it
+    donation_id = world.given_due(nextRunAt=SIX_BEHIND.replace(tzinfo=None))
+    remaining = iter([900_000])
+    stopping = world.engine().run(RunRequest(source="schedule"), lambda: next(remaining, 10_000))
+
+    # WHEN the next run comes, after the leases expired
+    world.clock.advance(minutes=16)
+    following = world.run()
+
+    # THEN the stopping run counted and announced the five it wrote, charged nothing; the next one charged
+    # the latest period without counting them again
+    assert (stopping.missed, stopping.succeeded, following.missed, following.succeeded) == (5, 0, 0, 1)
+    assert len(world.donor_events.of_type(donor_events.PERIODS_MISSED)) == 1
+    assert periods_charged(world.payments) == SIX_PERIODS[-1:]
+    assert list(_entry_statuses(world, donation_id).values()).count("missed") == 5
+
+
+def test_a_schedule_the_host_points_at_a_missed_period_moves_on_without_a_charge(world: World) -> None:
+    # GIVEN a donation caught up under latest, then made yearly from the missed December period by the host
+    donation_id = world.given_due(nextRunAt=SIX_BEHIND.replace(tzinfo=None))
+    world.run()
+    world.store.host_edit(donation_id, frequency="yearly", nextRunAt=datetime(2025, 12, 1, 9, 0))
+
+    # WHEN the job runs an hour later
+    world.clock.advance(hours=1)
+    summary = world.run()
+
+    # THEN December is not charged; the schedule goes to the host's next yearly date, with no claim left
+    assert periods_charged(world.payments) == SIX_PERIODS[-1:]
+    assert (summary.due, summary.skipped, summary.succeeded) == (1, 1, 0)
+    schedule = world.store.schedule(donation_id)
+    assert next_run(schedule) == datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+    assert "claimedBy" not in schedule
+
+
+def test_under_all_each_missed_period_is_charged_oldest_first_one_a_day_the_last_one_included(
+    world: World,
+) -> None:
+    # GIVEN a monthly donation six periods behind
+    donation_id = world.given_due(nextRunAt=SIX_BEHIND.replace(tzinfo=None))
+
+    # WHEN the job runs hourly for six days under MISSED_PERIODS=all
+    charged_at = []
+    for hour in range(6 * 24):
+        if world.run(MISSED_PERIODS="all").succeeded:
+            charged_at.append(hour)
+        world.clock.advance(hours=1)
+
+    # THEN every period was charged once, oldest first, 24 hours apart (the last, due once by then, too)
+    assert periods_charged(world.payments) == SIX_PERIODS
+    assert charged_at == [0, 24, 48, 72, 96, 120]
+    assert set(_entry_statuses(world, donation_id).values()) == {"succeeded"}
+    assert world.donor_events.of_type(donor_events.PERIODS_MISSED) == []
+    assert next_run(world.store.schedule(donation_id)) == datetime(2026, 4, 1, 9, 0, tzinfo=UTC)
+
+
+def test_under_all_a_shorter_interval_charges_the_next_missed_period_sooner(world: World) -> None:
+    # GIVEN a monthly donation three periods behind
+    world.given_due(nextRunAt=datetime(2026, 1, 1, 9, 0))
+
+    # WHEN the job runs hourly for a day with a 6-hour catch-up interval
+    charged_at = []
+    for hour in range(24):
+        if world.run(MISSED_PERIODS="all", CATCH_UP_MIN_INTERVAL_HOURS="6").succeeded:
+            charged_at.append(hour)
+        world.clock.advance(hours=1)
+
+    # THEN the three were charged six hours apart, oldest first
+    assert periods_charged(world.payments) == SIX_PERIODS[-3:]
+    assert charged_at == [0, 6, 12]

@@ -348,3 +348,33 @@ def test_dead_letters_parked_on_an_intent_and_on_a_schedule_wait_until_each_is_c
 
     # THEN nothing is parked any more
     assert backend.store.pending_dead_letters(10) == []
+
+
+# -- missed periods -----------------------------------------------------------------------------------------
+
+
+def test_a_missed_period_is_written_once_closed_and_never_reopened_or_counted_overdue(
+    backend: Backend,
+) -> None:
+    # GIVEN February recorded as missed, and January already holding an open intent
+    january, _ = open_one(backend, new_intent("don-1", "2026-01-01"))
+    assert backend.store.record_missed_periods([new_intent("don-1", "2026-02-01")], RUN_A, NOW) == [True]
+
+    # WHEN January, February and March are recorded as missed in one call
+    written = backend.store.record_missed_periods(
+        [new_intent("don-1", period) for period in ("2026-01-01", "2026-02-01", "2026-03-01")], RUN_B, NOW
+    )
+
+    # THEN only March is new: a period keeps the one entry it has
+    assert written == [False, False, True]
+    # AND a missed entry is closed: it takes no open slot, is not claimable, not overdue, and not reopened
+    april, created = open_one(backend, new_intent("don-1", NEXT_PERIOD), RUN_B)
+    assert (created, april.period) == (False, "2026-01-01")  # January is still the open one
+    assert [
+        intent.ref for intent in backend.store.claim_intents(EXPIRED, RUN_C, 10, EXPIRED + LEASE, None)
+    ] == [january.ref]
+    assert backend.store.count_overdue(EXPIRED + timedelta(days=400)) == 1  # January's open intent alone
+    stop(backend, january, RUN_C)
+    march, created = open_one(backend, new_intent("don-1", "2026-03-01"), RUN_C)
+    assert (created, str(march.status), march.open) == (False, "missed", False)
+    assert backend.store.reopen_intent(march, RUN_C, EXPIRED, EXPIRED + LEASE) is None

@@ -82,11 +82,12 @@ SUMMARY_KEYS = frozenset(
         "deadLettered",
         "invalid",
         "skipped",
+        "missed",
         "deadLettersDeferred",
         "overdue",
         "donorEventsFailed",
-        "durationMs",
         "systemicCode",
+        "durationMs",
         "amountByCurrency",
     }
 )

@@ -44,6 +44,8 @@ PARAMETER_SETTINGS: dict[str, tuple[str, object]] = {
     "CIRCUIT_OUTAGE_WINDOW_SECONDS": ("CircuitOutageWindowSeconds", 120),
     "SYSTEMIC_FAILURE_THRESHOLD": ("SystemicFailureThreshold", 3),
     "OVERDUE_AFTER_HOURS": ("OverdueAfterHours", 24),
+    "MISSED_PERIODS": ("MissedPeriods", "latest"),
+    "CATCH_UP_MIN_INTERVAL_HOURS": ("CatchUpMinIntervalHours", 24),
 }
 LOCAL_ONLY_VARIABLES = ("MONGODB_URI", "STRIPE_SECRET_KEY", "STRIPE_API_BASE", "AWS_ENDPOINT_URL")
 
@@ -134,9 +136,9 @@ def test_custom_metric_alarms_watch_only_emitted_metrics_with_the_service_dimens
         ("FunctionErrorsAlarm", "Errors", AT_LEAST, 1),
         ("RunMissingAlarm", "RunCompleted", "LessThanThreshold", 1),
         ("CircuitOpenedAlarm", "CircuitOpened", AT_LEAST, 1),
+        ("SystemicHaltAlarm", "RunSystemicHalt", AT_LEAST, 1),
         ("DeadLettersDeferredAlarm", "DeadLettersDeferred", AT_LEAST, 1),
         ("LockContendedAlarm", "LockContended", AT_LEAST, 1),
-        ("SystemicHaltAlarm", "RunSystemicHalt", AT_LEAST, 1),
         ("DeadLetterQueueOldestMessageAlarm", "ApproximateAgeOfOldestMessage", ABOVE, 86400),
         ("FunctionThrottlesAlarm", "Throttles", AT_LEAST, 1),
         ("DurationNearTimeoutAlarm", "Duration", ABOVE, 720000),
@@ -422,6 +424,7 @@ def test_parameter_defaults_are_settings_the_function_accepts(template: dict[str
     assert settings.dunning_schedule_days == (1, 3, 7)
     assert settings.stripe_secret_name == "scheduled-donations/stripe-secret-key"
     assert settings.overdue_after_hours == 24
+    assert (settings.missed_periods, settings.catch_up_min_interval_hours) == ("latest", 24)
 
 
 def test_outputs_expose_what_operators_need(template: dict[str, Any]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from donation_processor.catch_up import MissedPeriods
 from donation_processor.config import DEFAULT_MONGODB_URI, Settings, load_settings
 from donation_processor.exceptions import ConfigError
 
@@ -43,6 +44,7 @@ def test_a_minimal_environment_gives_the_documented_defaults() -> None:
     assert settings.mongodb_uri == "mongomock://localhost"
     assert (settings.batch_size, settings.max_concurrency, settings.stripe_max_rps) == (50, 128, 80.0)
     assert (settings.max_attempts, settings.dunning_schedule_days) == (4, (1, 3, 7))
+    assert (settings.missed_periods, settings.catch_up_min_interval_hours) == (MissedPeriods.LATEST, 24)
 
 
 def test_valid_overrides_are_parsed_into_their_types() -> None:
@@ -55,6 +57,8 @@ def test_valid_overrides_are_parsed_into_their_types() -> None:
         DUNNING_SCHEDULE_DAYS=" 2, 5 ,60",
         MONGODB_URI="mongodb+srv://cluster.example",
         STRIPE_API_BASE="https://stripe.local",
+        MISSED_PERIODS="all",
+        CATCH_UP_MIN_INTERVAL_HOURS="720",
     )
 
     # WHEN the settings are loaded
@@ -65,6 +69,7 @@ def test_valid_overrides_are_parsed_into_their_types() -> None:
     assert (settings.max_attempts, settings.dunning_schedule_days) == (20, (2, 5, 60))
     assert settings.mongodb_uri == "mongodb+srv://cluster.example"
     assert settings.stripe_api_base == "https://stripe.local"
+    assert (settings.missed_periods, settings.catch_up_min_interval_hours) == (MissedPeriods.ALL, 720)
 
 
 def test_a_secret_name_instead_of_a_key_is_accepted() -> None:
@@ -111,6 +116,11 @@ def test_a_secret_name_instead_of_a_key_is_accepted() -> None:
         ({"DEAD_LETTER_QUEUE_URL": None}, "DEAD_LETTER_QUEUE_URL"),
         ({"DEAD_LETTER_QUEUE_URL": "sqs-queue"}, "DEAD_LETTER_QUEUE_URL"),
         ({"MONGODB_DATABASE": "bad name"}, "MONGODB_DATABASE"),
+        ({"MISSED_PERIODS": "some"}, "MISSED_PERIODS"),
+        ({"MISSED_PERIODS": "LATEST"}, "MISSED_PERIODS"),
+        ({"CATCH_UP_MIN_INTERVAL_HOURS": "0"}, "CATCH_UP_MIN_INTERVAL_HOURS"),
+        ({"CATCH_UP_MIN_INTERVAL_HOURS": "721"}, "CATCH_UP_MIN_INTERVAL_HOURS"),
+        ({"CATCH_UP_MIN_INTERVAL_HOURS": "a day"}, "CATCH_UP_MIN_INTERVAL_HOURS"),
     ],
 )
 def test_each_bad_variable_raises_a_config_error_naming_it(
@@ -173,3 +183,13 @@ def test_a_bad_mongodb_uri_error_does_not_echo_the_uri() -> None:
 
     # THEN the message does not leak the password
     assert "hunter2" not in str(raised.value)
+
+
+def test_a_bad_missed_periods_policy_names_the_allowed_values() -> None:
+    # GIVEN a policy that does not exist
+    env = _env(MISSED_PERIODS="skip")
+
+    # WHEN the settings are loaded
+    # THEN the error names the variable and both policies
+    with pytest.raises(ConfigError, match="MISSED_PERIODS must be latest or all, got 'skip'"):
+        load_settings(env)

@@ -31,6 +31,7 @@ def test_to_dict_has_exactly_the_documented_keys() -> None:
         "deadLettersDeferred",
         "overdue",
         "donorEventsFailed",
+        "missed",
         "systemicCode",
         "durationMs",
         "amountByCurrency",
@@ -46,7 +47,7 @@ def test_to_dict_maps_each_counter_to_its_key_and_is_json_serialisable() -> None
         run_id="run-2", status="partial", duration_ms=1234, systemic_code="parameter_unknown"
     )
     summary.add(due=1, succeeded=2, failed=3, retried=4, dead_lettered=5, invalid=6, skipped=7)
-    summary.add(dead_letters_deferred=8, overdue=9, donor_events_failed=10)
+    summary.add(dead_letters_deferred=8, overdue=9, donor_events_failed=10, missed=11)
     summary.add_amount("usd", 2500)
 
     # WHEN it is rendered and serialised
@@ -66,6 +67,7 @@ def test_to_dict_maps_each_counter_to_its_key_and_is_json_serialisable() -> None
         "deadLettersDeferred": 8,
         "overdue": 9,
         "donorEventsFailed": 10,
+        "missed": 11,
         "systemicCode": "parameter_unknown",
         "durationMs": 1234,
         "amountByCurrency": {"usd": 2500},

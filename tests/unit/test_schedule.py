@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import calendar
+import itertools
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 from donation_processor.schedule import (
     Frequency,
     as_utc,
+    due_periods,
     effective_anchor,
     following_run,
     next_run_at,
@@ -310,3 +312,133 @@ def test_property_after_a_charge_the_next_run_is_more_than_half_a_period_away(
     half_period = (next_run_at(due, frequency, due.day) - due) / 2
     assert following > due + half_period
     assert 1 <= anchor <= 31
+
+
+# -- a schedule behind by whole periods: which periods are missed, which is the latest ------------------
+
+
+@pytest.mark.parametrize(
+    ("case", "frequency", "next_run", "stored_anchor", "now", "latest", "missed"),
+    [
+        (
+            "monthly, six periods due: the sixth is the latest",
+            Frequency.MONTHLY,
+            _utc(2026, 2, 15),
+            15,
+            _utc(2026, 7, 15, 10),
+            _utc(2026, 7, 15),
+            [_utc(2026, month, 15) for month in range(2, 7)],
+        ),
+        (
+            "weekly, five weeks due",
+            Frequency.WEEKLY,
+            _utc(2027, 1, 4),
+            None,
+            _utc(2027, 2, 3),
+            _utc(2027, 2, 1),
+            [_utc(2027, 1, 4), _utc(2027, 1, 11), _utc(2027, 1, 18), _utc(2027, 1, 25)],
+        ),
+        (
+            "quarterly from November 30th, over the end of February",
+            Frequency.QUARTERLY,
+            _utc(2026, 11, 30),
+            30,
+            _utc(2027, 9, 1),
+            _utc(2027, 8, 30),
+            [_utc(2026, 11, 30), _utc(2027, 2, 28), _utc(2027, 5, 30)],
+        ),
+        (
+            "monthly from January 31st without a stored anchor: the 31st is kept as the anchor",
+            Frequency.MONTHLY,
+            _utc(2027, 1, 31),
+            None,
+            _utc(2027, 3, 31, 8),
+            _utc(2027, 2, 28),
+            [_utc(2027, 1, 31)],
+        ),
+        (
+            "the next period falls due exactly now: it is the latest",
+            Frequency.MONTHLY,
+            _utc(2026, 2, 15),
+            15,
+            _utc(2026, 3, 15),
+            _utc(2026, 3, 15),
+            [_utc(2026, 2, 15)],
+        ),
+        (
+            "due once, the next period a second away: nothing missed",
+            Frequency.MONTHLY,
+            _utc(2026, 2, 15),
+            15,
+            _utc(2026, 3, 15) - timedelta(seconds=1),
+            _utc(2026, 2, 15),
+            [],
+        ),
+        (
+            "yearly, due once",
+            Frequency.YEARLY,
+            _utc(2026, 2, 15),
+            None,
+            _utc(2026, 12, 31),
+            _utc(2026, 2, 15),
+            [],
+        ),
+    ],
+)
+def test_due_periods_names_the_latest_due_period_and_the_missed_ones_before_it(
+    case: str,
+    frequency: Frequency,
+    next_run: datetime,
+    stored_anchor: int | None,
+    now: datetime,
+    latest: datetime,
+    missed: list[datetime],
+) -> None:
+    # GIVEN a schedule's nextRunAt, its stored anchor, and the time of the run
+    # WHEN its due periods are counted
+    periods = due_periods(next_run, frequency, stored_anchor, now)
+
+    # THEN the latest is the last step due by now, and every earlier step is missed, oldest first
+    assert (periods.latest, list(periods.missed)) == (latest, missed)
+
+
+def test_after_the_latest_of_several_missed_periods_the_schedule_keeps_the_anchor_of_the_steps() -> None:
+    # GIVEN nextRunAt on January 31st (no stored anchor) and February 28th charged as the latest period
+    seen = _utc(2027, 1, 31)
+    latest = due_periods(seen, Frequency.MONTHLY, None, _utc(2027, 3, 5)).latest
+
+    # WHEN the schedule moves on after the charge
+    following = following_run(latest, seen, seen, Frequency.MONTHLY, None)
+
+    # THEN it goes to March 31st, as it would have period by period, not to March 28th
+    assert (latest, following) == (_utc(2027, 2, 28), (_utc(2027, 3, 31), 31))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    next_run=st.datetimes(min_value=datetime(2001, 1, 1), max_value=datetime(2100, 1, 1)).map(
+        lambda d: d.replace(tzinfo=UTC)
+    ),
+    behind=st.timedeltas(min_value=timedelta(0), max_value=timedelta(days=800)),
+    frequency=st.sampled_from(list(Frequency)),
+    stored_anchor=st.one_of(st.none(), st.integers(min_value=1, max_value=31)),
+)
+def test_property_the_due_periods_are_one_chain_of_steps_ending_at_the_last_due_one(
+    next_run: datetime, behind: timedelta, frequency: Frequency, stored_anchor: int | None
+) -> None:
+    # GIVEN any schedule due, behind by up to 800 days
+    now = next_run + behind
+
+    # WHEN its due periods are counted
+    periods = due_periods(next_run, frequency, stored_anchor, now)
+
+    # THEN they start at nextRunAt, step period by period, end at the latest due one, and the next is not due
+    anchor = effective_anchor(next_run, stored_anchor)
+    chain = [*periods.missed, periods.latest]
+    assert chain[0] == next_run
+    assert all(next_run_at(a, frequency, anchor) == b for a, b in itertools.pairwise(chain))
+    assert periods.latest <= now < next_run_at(periods.latest, frequency, anchor)
+    # AND after the latest is charged the schedule goes exactly one step on, to the first period not yet due
+    assert following_run(periods.latest, next_run, next_run, frequency, stored_anchor)[0] == next_run_at(
+        periods.latest, frequency, anchor
+    )

@@ -22,6 +22,7 @@ class IntentStatus(StrEnum):
     CANCELED = (
         "canceled"  # the period was given up without a charge (the PaymentIntent or schedule was cancelled)
     )
+    MISSED = "missed"  # a period the schedule fell behind on, not charged under MISSED_PERIODS=latest; closed
 
 
 class AttemptOutcome(StrEnum):

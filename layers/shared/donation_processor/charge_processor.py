@@ -88,9 +88,18 @@ class IntentWork:
     intent: ChargeIntent
     document: Document | None  # the schedule as read now; None when it was deleted
     claimed_schedule: bool  # this run claimed the schedule document (and must let it go)
+    missed: tuple[str, ...] = ()  # periods this run recorded as missed before opening it (oldest first)
 
 
-Work = InvalidWork | IntentWork
+@dataclass(frozen=True)
+class CatchUpLater:
+    """A claimed schedule catching up under MISSED_PERIODS=all, charged too recently: let go for this run."""
+
+    document: Document
+    until: datetime
+
+
+Work = InvalidWork | IntentWork | CatchUpLater
 
 
 @dataclass(frozen=True)
@@ -137,8 +146,16 @@ class ChargeProcessor:
         if isinstance(work, InvalidWork):
             self._reject_invalid(work, ctx)
             return
+        if isinstance(work, CatchUpLater):
+            self._catch_up_later(work, ctx)
+            return
+        if work.missed:
+            self._report_missed(work, ctx)
         if ctx.stop.is_set():
             self._let_go(work, ctx)
+            return
+        if work.intent.status is IntentStatus.MISSED:
+            self._skip_missed_period(work, ctx)
             return
         intent = self._lease(work, ctx)
         if intent is None:
@@ -161,6 +178,50 @@ class ChargeProcessor:
         with self._close_lock:
             refs, self._to_close = self._to_close, []
         self._store.close_intents(refs)
+
+    # -- missed periods -----------------------------------------------------------------------------------
+
+    def _report_missed(self, work: IntentWork, ctx: RunContext) -> None:
+        """Count and announce the periods recorded as missed; only the run whose insert wrote them does."""
+        ctx.summary.add(missed=len(work.missed))
+        self._publish(
+            donor_events.PERIODS_MISSED, work.intent, ctx, outcome="missed", missedPeriods=list(work.missed)
+        )
+        logger.info(
+            "missed periods recorded; the latest is charged",
+            donation_id=work.intent.scheduled_donation_id,
+            period=work.intent.period,
+            missed=len(work.missed),
+        )
+
+    def _catch_up_later(self, work: CatchUpLater, ctx: RunContext) -> None:
+        raw_id = work.document.get("_id")
+        self._store.release(raw_id, ctx.claim, None)
+        ctx.summary.add(skipped=1)
+        logger.info(
+            "catching up: the next period waits for the minimum interval",
+            donation_id=str(raw_id)[:256],
+            until=work.until.isoformat(),
+        )
+
+    def _skip_missed_period(self, work: IntentWork, ctx: RunContext) -> None:
+        """The host pointed the schedule at a period recorded as missed: move past it, charge nothing."""
+        schedule = read_schedule(work.document) if work.document is not None else None
+        following = _following(work.intent, schedule)
+        moved = (
+            schedule is not None
+            and schedule.next_run_at is not None
+            and following is not None
+            and self._store.skip_paid_period(schedule.raw_id, schedule.next_run_at, *following)
+        )
+        if not moved:
+            self._leave_schedule(work, ctx)
+        ctx.summary.add(skipped=1)
+        logger.warning(
+            "schedule pointed at a missed period; moved on without a charge",
+            donation_id=work.intent.scheduled_donation_id,
+            period=work.intent.period,
+        )
 
     # -- leasing ------------------------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from donation_processor.catch_up import MissedPeriods
 from donation_processor.exceptions import ConfigError
 
 DEFAULT_MONGODB_URI = "mongomock://localhost"
@@ -31,10 +32,10 @@ class Settings:
     dunning_schedule_days: tuple[int, ...] = (1, 3, 7)
     time_margin_seconds: int = 90
     circuit_breaker_threshold: int = 5
-    stripe_timeout_seconds: float = 20.0
     circuit_cool_down_seconds: float = 1.0
     circuit_outage_window_seconds: int = 120
     systemic_failure_threshold: int = 3
+    stripe_timeout_seconds: float = 20.0
     stripe_retry_attempts: int = 4
     claim_lease_seconds: int = 900
     lock_lease_seconds: int = 120
@@ -42,6 +43,8 @@ class Settings:
     pause_parameter_name: str | None = None
     donor_event_bus_name: str | None = None
     overdue_after_hours: int = 24
+    missed_periods: MissedPeriods = MissedPeriods.LATEST
+    catch_up_min_interval_hours: int = 24
 
     def __repr__(self) -> str:
         # Never let a secret reach a log line through repr().
@@ -103,6 +106,17 @@ def _days(env: Mapping[str, str], name: str, default: tuple[int, ...]) -> tuple[
     return days
 
 
+def _missed_periods(env: Mapping[str, str]) -> MissedPeriods:
+    raw = _optional(env, "MISSED_PERIODS")
+    if raw is None:
+        return MissedPeriods.LATEST
+    try:
+        return MissedPeriods(raw)
+    except ValueError:
+        allowed = " or ".join(policy.value for policy in MissedPeriods)
+        raise ConfigError(f"MISSED_PERIODS must be {allowed}, got {raw!r}") from None
+
+
 def _secret_source(
     env: Mapping[str, str], value_name: str, secret_name: str
 ) -> tuple[str | None, str | None]:
@@ -153,6 +167,9 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         dunning_schedule_days=_days(env, "DUNNING_SCHEDULE_DAYS", (1, 3, 7)),
         time_margin_seconds=_int(env, "TIME_MARGIN_SECONDS", 90, 5, 600),
         circuit_breaker_threshold=_int(env, "CIRCUIT_BREAKER_THRESHOLD", 5, 1, 1000),
+        circuit_cool_down_seconds=_float(env, "CIRCUIT_COOL_DOWN_SECONDS", 1.0, 0.05, 60.0),
+        circuit_outage_window_seconds=_int(env, "CIRCUIT_OUTAGE_WINDOW_SECONDS", 120, 1, 900),
+        systemic_failure_threshold=_int(env, "SYSTEMIC_FAILURE_THRESHOLD", 3, 2, 1000),
         stripe_timeout_seconds=_float(env, "STRIPE_TIMEOUT_SECONDS", 20.0, 0.5, 80.0),
         stripe_retry_attempts=_int(env, "STRIPE_RETRY_ATTEMPTS", 4, 0, 10),
         claim_lease_seconds=_int(env, "CLAIM_LEASE_SECONDS", 900, 60, 86400),
@@ -161,7 +178,6 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         pause_parameter_name=_optional(env, "PAUSE_PARAMETER_NAME"),
         donor_event_bus_name=_optional(env, "DONOR_EVENT_BUS_NAME"),
         overdue_after_hours=_int(env, "OVERDUE_AFTER_HOURS", 24, 1, 24 * 30),
+        missed_periods=_missed_periods(env),
+        catch_up_min_interval_hours=_int(env, "CATCH_UP_MIN_INTERVAL_HOURS", 24, 1, 24 * 30),
     )
-        circuit_cool_down_seconds=_float(env, "CIRCUIT_COOL_DOWN_SECONDS", 1.0, 0.05, 60.0),
-        circuit_outage_window_seconds=_int(env, "CIRCUIT_OUTAGE_WINDOW_SECONDS", 120, 1, 900),
-        systemic_failure_threshold=_int(env, "SYSTEMIC_FAILURE_THRESHOLD", 3, 2, 1000),

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from donation_processor.catch_up import CatchUpPolicy
 from donation_processor.charge_processor import ChargeProcessor, RunContext, Work
 from donation_processor.charge_rules import ChargePolicy
 from donation_processor.circuit_breaker import CircuitBreaker
@@ -42,8 +43,8 @@ from donation_processor.ports import (
     RunLockPort,
 )
 from donation_processor.summary import RunSummary
-from donation_processor.validation import InvalidDonation, validate
 from donation_processor.systemic_guard import SystemicGuard
+from donation_processor.validation import InvalidDonation, validate
 from donation_processor.work_claims import WorkClaims
 
 
@@ -144,12 +145,12 @@ class DonationEngine:
         try:
             with keeper:
                 self._deps.store.ensure_indexes()
-                delivered, parked = self._courier.flush_parked()
-                summary.add(dead_lettered=delivered, dead_letters_deferred=parked)
                 # The lock's counter restarts when its item is lost: never claim at or below a fence
                 # already written in MongoDB.
                 keeper.raise_fence(self._deps.store.highest_fence())
                 logger.info("fence set above every fence in MongoDB", fence=keeper.lease.fence)
+                delivered, parked = self._courier.flush_parked()
+                summary.add(dead_lettered=delivered, dead_letters_deferred=parked)
                 try:
                     self._process_due(request, keeper.lease, keeper, remaining_ms, summary)
                 finally:
@@ -194,10 +195,15 @@ class DonationEngine:
             self._clock,
             self._sleep,
             events=self._deps.donor_events,
-        )
             guard=SystemicGuard(settings.systemic_failure_threshold),
+        )
         stop = threading.Event()
-        claims = WorkClaims(self._deps.store, self._clock, settings.claim_lease_seconds)
+        claims = WorkClaims(
+            self._deps.store,
+            self._clock,
+            settings.claim_lease_seconds,
+            CatchUpPolicy(settings.missed_periods, timedelta(hours=settings.catch_up_min_interval_hours)),
+        )
         ctx = RunContext(
             run_id=summary.run_id,
             claim=Claim(summary.run_id, lease.fence),

@@ -9,12 +9,13 @@ DONATIONS_RETRIED = "DonationsRetried"
 DONATIONS_DEAD_LETTERED = "DonationsDeadLettered"
 DONATIONS_INVALID = "DonationsInvalid"
 DONATIONS_SKIPPED = "DonationsSkipped"
+DONATIONS_MISSED = "DonationsMissed"
 DEAD_LETTERS_DEFERRED = "DeadLettersDeferred"
 LOCK_CONTENDED = "LockContended"
 CIRCUIT_OPENED = "CircuitOpened"
-RUN_COMPLETED = "RunCompleted"
 RUN_SYSTEMIC_HALT = "RunSystemicHalt"
 SYSTEMIC_FAILURES = "SystemicFailures"  # 1 per systemic halt, dimension "code" (Stripe's error code)
+RUN_COMPLETED = "RunCompleted"
 RUN_PARTIAL = "RunPartial"
 RUN_DURATION_MS = "RunDurationMs"
 RUN_PAUSED = "RunPaused"
@@ -31,13 +32,14 @@ ALL_METRICS: frozenset[str] = frozenset(
         DONATIONS_DEAD_LETTERED,
         DONATIONS_INVALID,
         DONATIONS_SKIPPED,
+        DONATIONS_MISSED,
         DEAD_LETTERS_DEFERRED,
         LOCK_CONTENDED,
         CIRCUIT_OPENED,
-        RUN_COMPLETED,
-        RUN_PARTIAL,
         RUN_SYSTEMIC_HALT,
         SYSTEMIC_FAILURES,
+        RUN_COMPLETED,
+        RUN_PARTIAL,
         RUN_DURATION_MS,
         RUN_PAUSED,
         DONATIONS_OVERDUE,

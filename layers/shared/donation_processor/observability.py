@@ -39,11 +39,12 @@ def publish_run_metrics(summary: RunSummary) -> None:
         names.DONATIONS_DEAD_LETTERED: summary.dead_lettered,
         names.DONATIONS_INVALID: summary.invalid,
         names.DONATIONS_SKIPPED: summary.skipped,
+        names.DONATIONS_MISSED: summary.missed,
         names.DEAD_LETTERS_DEFERRED: summary.dead_letters_deferred,
         names.LOCK_CONTENDED: 1 if summary.status == "skipped_locked" else 0,
         names.CIRCUIT_OPENED: 1 if summary.status == "circuit_open" else 0,
-        # The heartbeat: only a run that really worked through its queue counts as completed.
         names.RUN_SYSTEMIC_HALT: 1 if summary.status == "systemic_halt" else 0,
+        # The heartbeat: only a run that really worked through its queue counts as completed.
         names.RUN_COMPLETED: 1 if summary.status in ("completed", "partial") else 0,
         names.RUN_PARTIAL: 1 if summary.status == "partial" else 0,
         names.RUN_PAUSED: 1 if summary.status == "paused" else 0,
@@ -55,7 +56,6 @@ def publish_run_metrics(summary: RunSummary) -> None:
     if summary.status in ("completed", "partial", "circuit_open"):
         # A gauge: only runs that looked at the queue report it, so a skipped run leaves no false zero.
         metrics.add_metric(name=names.DONATIONS_OVERDUE, unit=MetricUnit.Count, value=summary.overdue)
-    for currency, amount in sorted(summary.amount_by_currency.items()):
     if summary.systemic_code is not None:
         with single_metric(
             name=names.SYSTEMIC_FAILURES,
@@ -65,6 +65,7 @@ def publish_run_metrics(summary: RunSummary) -> None:
             default_dimensions={"service": SERVICE_NAME},
         ) as metric:
             metric.add_dimension(name="code", value=summary.systemic_code[:250])
+    for currency, amount in sorted(summary.amount_by_currency.items()):
         with single_metric(
             name=names.AMOUNT_CHARGED,
             unit=MetricUnit.Count,

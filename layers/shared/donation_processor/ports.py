@@ -219,6 +219,12 @@ class DonationStorePort(Protocol):
     def highest_fence(self) -> int:
         """The largest fence any run has stamped on a schedule or an intent; 0 when none has."""
 
+    # -- missed periods ----------------------------------------------------------------------------------
+
+    def record_missed_periods(self, entries: Sequence[NewIntent], claim: Claim, now: datetime) -> list[bool]:
+        """Write each period as a closed `missed` entry, all in one unordered insert; a period that already
+        has an entry keeps it. True where this call wrote the entry; same order as given."""
+
 
 class PaymentsPort(Protocol):
     def create_payment_intent(self, params: Mapping[str, Any], idempotency_key: str) -> PaymentIntentResult:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import calendar
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
@@ -77,7 +78,10 @@ def following_run(
     due = as_utc(charged_due_at)
     current = as_utc(current_next_run_at)
     if current == as_utc(seen_next_run_at):
-        anchor = effective_anchor(due, stored_anchor)
+        # A charged period whole periods after nextRunAt (the latest of several missed ones) goes on with
+        # the anchor those steps used: nextRunAt Jan 31, Feb 28 charged -> Mar 31.
+        stepped_from = effective_anchor(current, stored_anchor) if due > current else stored_anchor
+        anchor = effective_anchor(due, stepped_from)
         return next_run_at(due, frequency, anchor), anchor
     anchor = effective_anchor(current, stored_anchor)
     half_period = (next_run_at(due, frequency, due.day) - due) / 2
@@ -85,3 +89,28 @@ def following_run(
     while candidate <= due + half_period:
         candidate = next_run_at(candidate, frequency, anchor)
     return candidate, anchor
+
+
+@dataclass(frozen=True)
+class DuePeriods:
+    """The periods of a schedule that have fallen due: the latest, and the missed ones before it."""
+
+    latest: datetime
+    missed: tuple[datetime, ...] = ()  # oldest first; the first is nextRunAt itself
+
+
+def due_periods(
+    next_run: datetime, frequency: Frequency, stored_anchor: int | None, now: datetime
+) -> DuePeriods:
+    """Step nextRunAt by whole periods (on its effective anchor) while the next step is due by now.
+
+    A schedule that is not behind (the period after nextRunAt is not due yet) has no missed period.
+    """
+    anchor = effective_anchor(as_utc(next_run), stored_anchor)
+    moment = as_utc(now)
+    due = [as_utc(next_run)]
+    following = next_run_at(due[-1], frequency, anchor)
+    while following <= moment:
+        due.append(following)
+        following = next_run_at(following, frequency, anchor)
+    return DuePeriods(latest=due[-1], missed=tuple(due[:-1]))

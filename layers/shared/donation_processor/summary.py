@@ -18,11 +18,12 @@ class RunSummary:
     dead_lettered: int = 0
     invalid: int = 0
     skipped: int = 0
+    missed: int = 0
     dead_letters_deferred: int = 0
     overdue: int = 0
     donor_events_failed: int = 0
-    duration_ms: int = 0
     systemic_code: str | None = None  # the error code that halted the run as systemic
+    duration_ms: int = 0
     amount_by_currency: dict[str, int] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
@@ -46,10 +47,11 @@ class RunSummary:
             "deadLettered": self.dead_lettered,
             "invalid": self.invalid,
             "skipped": self.skipped,
+            "missed": self.missed,
             "deadLettersDeferred": self.dead_letters_deferred,
             "overdue": self.overdue,
             "donorEventsFailed": self.donor_events_failed,
+            "systemicCode": self.systemic_code,
             "durationMs": self.duration_ms,
             "amountByCurrency": dict(self.amount_by_currency),
-            "systemicCode": self.systemic_code,
         }

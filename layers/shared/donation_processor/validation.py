@@ -74,6 +74,7 @@ class ChargeableDonation:
     anchor_day: int | None
     donor_id: str | None = None
     legacy: LegacyInFlight | None = None
+    last_charged_at: datetime | None = None  # the engine's own field: when a period was last charged
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,14 @@ def _datetime_field(document: Mapping[str, Any], field: str) -> datetime | None:
     if not _EARLIEST <= moment < _LATEST:
         raise InvalidDonation(f"{field} must be between 2000 and 2200")
     return moment
+
+
+def _engine_date(document: Mapping[str, Any], field: str) -> datetime | None:
+    """A date the engine wrote; read leniently, as nothing to charge depends on it alone."""
+    try:
+        return _datetime_field(document, field)
+    except InvalidDonation:
+        return None
 
 
 def _attempts(document: Mapping[str, Any]) -> int:
@@ -174,6 +183,9 @@ def validate(document: Mapping[str, Any]) -> ChargeableDonation:
     currency = document.get("currency")
     if not isinstance(currency, str) or currency not in STRIPE_CURRENCIES:
         raise InvalidDonation("currency must be a lower-case ISO 4217 code that Stripe supports")
+    broken_rule = broken_amount_rule(amount, currency)
+    if broken_rule is not None:
+        raise InvalidDonation(broken_rule)
     frequency = document.get("frequency")
     if not isinstance(frequency, str) or frequency not in Frequency.__members__.values():
         raise InvalidDonation("frequency must be one of weekly, monthly, quarterly, yearly")
@@ -183,9 +195,6 @@ def validate(document: Mapping[str, Any]) -> ChargeableDonation:
     donor = document.get("donorId")
     return ChargeableDonation(
         id=donation_id,
-    broken_rule = broken_amount_rule(amount, currency)
-    if broken_rule is not None:
-        raise InvalidDonation(broken_rule)
         raw_id=document.get("_id"),
         customer_id=customer,
         payment_method_id=payment_method,
@@ -196,6 +205,7 @@ def validate(document: Mapping[str, Any]) -> ChargeableDonation:
         anchor_day=_anchor_day(document),
         donor_id=donor[:64] if isinstance(donor, str) else None,
         legacy=_legacy(document, next_run),
+        last_charged_at=_engine_date(document, "lastChargedAt"),
     )
 
 

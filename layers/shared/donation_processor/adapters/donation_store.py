@@ -26,6 +26,7 @@ from donation_processor.adapters.ledger_documents import (
     error_fields,
     intent_from,
     lease_document,
+    missed_document,
     query_ids,
     stop_reason,
     twin,
@@ -702,6 +703,24 @@ class MongoDonationStore:
         except PyMongoError as error:
             raise _failed("reading the highest fence", error) from error
         return highest
+
+    # -- missed periods ----------------------------------------------------------------------------------
+
+    def record_missed_periods(self, entries: Sequence[NewIntent], claim: Claim, now: datetime) -> list[bool]:
+        if not entries:
+            return []
+        documents = [missed_document(entry, claim, now) for entry in entries]
+        refused: set[int] = set()
+        try:
+            self._donations.insert_many(documents, ordered=False)
+        except BulkWriteError as error:
+            write_errors = error.details.get("writeErrors", [])
+            if any(entry.get("code") != 11000 for entry in write_errors):
+                raise _failed("recording missed periods", error) from error
+            refused = {int(entry["index"]) for entry in write_errors}
+        except PyMongoError as error:
+            raise _failed("recording missed periods", error) from error
+        return [index not in refused for index in range(len(documents))]
 
     # -- operator actions (the CLI) -------------------------------------------------------------------------
 

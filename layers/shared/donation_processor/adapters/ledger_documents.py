@@ -10,7 +10,7 @@ from typing import Any
 from bson import ObjectId
 
 from donation_processor.adapters.mongo_connection import to_mongo_datetime
-from donation_processor.charge_intent import Attempt, AttemptOutcome, ChargeIntent, IntentStatus
+from donation_processor.charge_intent import Attempt, AttemptOutcome, ChargeIntent, IntentStatus, NewIntent
 from donation_processor.charge_outcome import StripeFailure
 from donation_processor.charge_rules import Stopped
 from donation_processor.ports import Claim
@@ -110,6 +110,34 @@ def intent_from(document: Mapping[str, Any]) -> ChargeIntent:
         donor_id=document.get("donorId"),
         stop_reason=document.get("stopReason"),
     )
+
+
+def missed_document(entry: NewIntent, claim: Claim, now: datetime) -> dict[str, Any]:
+    """A period given up under MISSED_PERIODS=latest: a closed entry (no `openFor`, no `nextAttemptAt`, no
+    attempt), unique per (donation, period) like every entry, so a period is never both missed and charged."""
+    moment = to_mongo_datetime(now)
+    return {
+        "_id": ObjectId(),
+        "schema": INTENT_SCHEMA,
+        "scheduledDonationId": entry.scheduled_donation_id,
+        "period": entry.period,
+        "status": str(IntentStatus.MISSED),
+        "dueAt": to_mongo_datetime(entry.due_at),
+        "scheduleNextRunAt": to_mongo_datetime(entry.seen_next_run_at),
+        "amount": entry.amount,
+        "currency": entry.currency,
+        "stripeCustomerId": entry.customer_id,
+        "paymentMethodId": entry.payment_method_id,
+        "idempotencyKey": entry.creation_key,
+        "attemptLog": [],
+        "nextAttemptNumber": entry.next_attempt_number,
+        "attempts": 0,
+        "donorId": entry.donor_id,
+        "runId": claim.run_id,
+        "createdAt": moment,
+        "resolvedAt": moment,
+        "updatedAt": moment,
+    }
 
 
 def lease_document(claim: Claim, lease_until: datetime) -> dict[str, Any]:
