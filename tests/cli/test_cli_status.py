@@ -123,6 +123,33 @@ def test_status_counts_each_category(
     assert "no run has finished yet" in table.out
 
 
+def test_status_lists_the_documents_the_due_query_cannot_see_with_their_ids(
+    services: LocalServices, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # GIVEN a good due donation, an active one whose nextRunAt is text, and one whose status is a typo
+    point_cli_at(services, monkeypatch, PAUSE_PARAMETER_NAME=_pause_parameter(services, "running"))
+    now = datetime.now(UTC)
+    insert_donation(services, next_run_at=now - timedelta(hours=1))
+    text_date = insert_donation(services, next_run_at=now - timedelta(hours=1), nextRunAt="2026-01-01")
+    typo = insert_donation(services, next_run_at=now - timedelta(hours=1), status="actve")
+
+    # WHEN the operator asks for the status
+    report = _status(capsys)
+    table = donations(capsys, "status")
+
+    # THEN both are counted by kind and named with their ids and why, in JSON and in the table
+    assert report["unseenDocuments"] == {
+        "noUsableNextRunAt": 1,
+        "unknownStatus": 1,
+        "first": [
+            {"id": str(text_date), "why": "nextRunAt missing or not a date"},
+            {"id": str(typo), "why": "unknown status 'actve'"},
+        ],
+    }
+    assert f"    {typo}: unknown status 'actve'\n" in table.out
+    assert f"  {'status the job does not know':<44} {1:>10}\n" in table.out
+
+
 def test_status_shows_the_last_run_and_the_dead_letter_it_left(
     services: LocalServices,
     make_engine: Callable[..., DonationEngine],

@@ -354,6 +354,32 @@ class FakeStore:
             _unset(document, _CLAIM_FIELDS)
             return True
 
+    def count_unseen(self, known_statuses: Sequence[str]) -> tuple[int, int]:
+        with self._lock:
+            documents = list(self.scheduled.values())
+        no_date = sum(
+            1
+            for document in documents
+            if document.get("status") == "active" and not isinstance(document.get("nextRunAt"), datetime)
+        )
+        unknown = sum(1 for document in documents if document.get("status") not in known_statuses)
+        return no_date, unknown
+
+    def unseen(self, known_statuses: Sequence[str], limit: int) -> list[tuple[str, str]]:
+        with self._lock:
+            documents = list(self.scheduled.values())
+        found = [
+            (str(document["_id"]), "nextRunAt missing or not a date")
+            for document in documents
+            if document.get("status") == "active" and not isinstance(document.get("nextRunAt"), datetime)
+        ]
+        found += [
+            (str(document["_id"]), f"unknown status {str(document.get('status'))[:40]!r}")
+            for document in documents
+            if document.get("status") not in known_statuses
+        ]
+        return found[:limit]
+
     def count_overdue(self, due_before: datetime) -> int:
         with self._lock:
             schedules = sum(

@@ -87,6 +87,7 @@ SUMMARY_KEYS = frozenset(
         "overdue",
         "donorEventsFailed",
         "systemicCode",
+        "unseen",
         "durationMs",
         "amountByCurrency",
     }

@@ -53,6 +53,7 @@ EXPECTED_ALARMS = {
     "RunMissingAlarm",
     "CircuitOpenedAlarm",
     "SystemicHaltAlarm",
+    "DonationsUnseenAlarm",
     "DeadLettersDeferredAlarm",
     "LockContendedAlarm",
     "DonationsOverdueAlarm",

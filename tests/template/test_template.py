@@ -137,6 +137,7 @@ def test_custom_metric_alarms_watch_only_emitted_metrics_with_the_service_dimens
         ("RunMissingAlarm", "RunCompleted", "LessThanThreshold", 1),
         ("CircuitOpenedAlarm", "CircuitOpened", AT_LEAST, 1),
         ("SystemicHaltAlarm", "RunSystemicHalt", AT_LEAST, 1),
+        ("DonationsUnseenAlarm", "DonationsUnseen", AT_LEAST, 1),
         ("DeadLettersDeferredAlarm", "DeadLettersDeferred", AT_LEAST, 1),
         ("LockContendedAlarm", "LockContended", AT_LEAST, 1),
         ("DeadLetterQueueOldestMessageAlarm", "ApproximateAgeOfOldestMessage", ABOVE, 86400),
@@ -195,7 +196,11 @@ def test_every_alarm_notifies_the_alarm_topic_on_alarm_and_on_recovery(template:
 def test_only_the_heartbeat_alarm_treats_missing_data_as_breaching(template: dict[str, Any]) -> None:
     # Given every alarm
     alarms = resources_of_type(template, "AWS::CloudWatch::Alarm")
-    special = {"RunMissingAlarm": "breaching", "DonationsOverdueAlarm": "ignore"}
+    special = {
+        "RunMissingAlarm": "breaching",
+        "DonationsOverdueAlarm": "ignore",
+        "DonationsUnseenAlarm": "ignore",
+    }
     assert set(special) <= set(alarms)
     for logical_id, alarm in alarms.items():
         treat = alarm["Properties"].get("TreatMissingData")

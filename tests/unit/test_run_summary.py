@@ -33,6 +33,7 @@ def test_to_dict_has_exactly_the_documented_keys() -> None:
         "donorEventsFailed",
         "missed",
         "systemicCode",
+        "unseen",
         "durationMs",
         "amountByCurrency",
     }
@@ -69,6 +70,7 @@ def test_to_dict_maps_each_counter_to_its_key_and_is_json_serialisable() -> None
         "donorEventsFailed": 10,
         "missed": 11,
         "systemicCode": "parameter_unknown",
+        "unseen": {"noUsableNextRunAt": 0, "unknownStatus": 0},
         "durationMs": 1234,
         "amountByCurrency": {"usd": 2500},
     }

@@ -14,6 +14,7 @@ from typing import Any, TextIO
 
 from donation_processor.adapters.donation_store import MongoDonationStore
 from donation_processor.adapters.pause_switch import PAUSED, RUNNING
+from donation_processor.validation import KNOWN_STATUSES
 from donations_cli.connections import Connections, aws_errors, mongo_errors
 from donations_cli.errors import EXIT_OK, CliError
 
@@ -27,6 +28,22 @@ def donation_counts(connections: Connections, now: datetime) -> dict[str, int]:
     overdue_before = now - timedelta(hours=connections.config.overdue_after_hours)
     with mongo_errors("counting donations"):
         return MongoDonationStore(connections.database).operator_counts(now, overdue_before)
+
+
+UNSEEN_LISTED = 20
+
+
+def unseen_documents(connections: Connections) -> dict[str, Any]:
+    """Documents the due query can never see, counted by kind, the first ones listed with their ids."""
+    store = MongoDonationStore(connections.database)
+    with mongo_errors("looking for documents the due query cannot see"):
+        no_date, unknown = store.count_unseen(KNOWN_STATUSES)
+        listed = store.unseen(KNOWN_STATUSES, UNSEEN_LISTED)
+    return {
+        "noUsableNextRunAt": no_date,
+        "unknownStatus": unknown,
+        "first": [{"id": donation_id, "why": why} for donation_id, why in listed],
+    }
 
 
 def _oldest_message_age(connections: Connections, queue_url: str, now: datetime) -> int | None:
@@ -114,6 +131,7 @@ def collect(connections: Connections, now: datetime) -> tuple[dict[str, Any], li
     """Every section; a failed section holds {"error": …} and its error is returned too."""
     sections: dict[str, Callable[[], Any]] = {
         "donations": lambda: donation_counts(connections, now),
+        "unseenDocuments": lambda: unseen_documents(connections),
         "deadLetterQueue": lambda: queue_depth(connections, now),
         "pauseSwitch": lambda: pause_state(connections),
         "lastRun": lambda: last_run(connections, now),
@@ -159,6 +177,16 @@ def render(report: dict[str, Any]) -> str:
     else:
         for key, label in _COUNT_LABELS:
             lines.append(f"  {label.format(hours=report['overdueAfterHours']):<44} {counts[key]:>10}")
+    unseen = report["unseenDocuments"]
+    lines += ["", "unseen by the due query (never charged until fixed)"]
+    if "error" in unseen:
+        lines.append(f"  error: {unseen['error']}")
+    else:
+        lines += [
+            f"  {'active, nextRunAt missing or not a date':<44} {unseen['noUsableNextRunAt']:>10}",
+            f"  {'status the job does not know':<44} {unseen['unknownStatus']:>10}",
+        ]
+        lines += [f"    {entry['id']}: {entry['why']}" for entry in unseen["first"]]
     queue = report["deadLetterQueue"]
     lines += ["", "dead-letter queue"]
     if "error" in queue:

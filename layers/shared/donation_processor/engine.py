@@ -44,7 +44,7 @@ from donation_processor.ports import (
 )
 from donation_processor.summary import RunSummary
 from donation_processor.systemic_guard import SystemicGuard
-from donation_processor.validation import InvalidDonation, validate
+from donation_processor.validation import KNOWN_STATUSES, InvalidDonation, validate
 from donation_processor.work_claims import WorkClaims
 
 
@@ -169,8 +169,17 @@ class DonationEngine:
         cutoff = self._clock() - timedelta(hours=self._settings.overdue_after_hours)
         try:
             summary.overdue = self._deps.store.count_overdue(cutoff)
+            summary.unseen_no_date, summary.unseen_unknown_status = self._deps.store.count_unseen(
+                KNOWN_STATUSES
+            )
         except StoreError as error:
-            logger.error("could not count overdue donations", error=str(error))
+            logger.error("could not count overdue or unseen donations", error=str(error))
+        if summary.unseen_no_date or summary.unseen_unknown_status:
+            logger.warning(
+                "documents the due query cannot see: never charged until fixed",
+                no_usable_next_run_at=summary.unseen_no_date,
+                unknown_status=summary.unseen_unknown_status,
+            )
 
     def _process_due(
         self,

@@ -20,6 +20,7 @@ RUN_PARTIAL = "RunPartial"
 RUN_DURATION_MS = "RunDurationMs"
 RUN_PAUSED = "RunPaused"
 DONATIONS_OVERDUE = "DonationsOverdue"
+DONATIONS_UNSEEN = "DonationsUnseen"  # a gauge: documents the due query can never see
 AMOUNT_CHARGED = "AmountCharged"  # minor units, one metric per currency (dimension "currency")
 DONOR_EVENTS_FAILED = "DonorEventsFailed"
 
@@ -43,6 +44,7 @@ ALL_METRICS: frozenset[str] = frozenset(
         RUN_DURATION_MS,
         RUN_PAUSED,
         DONATIONS_OVERDUE,
+        DONATIONS_UNSEEN,
         AMOUNT_CHARGED,
         DONOR_EVENTS_FAILED,
     }

@@ -56,6 +56,8 @@ def publish_run_metrics(summary: RunSummary) -> None:
     if summary.status in ("completed", "partial", "circuit_open"):
         # A gauge: only runs that looked at the queue report it, so a skipped run leaves no false zero.
         metrics.add_metric(name=names.DONATIONS_OVERDUE, unit=MetricUnit.Count, value=summary.overdue)
+        unseen = summary.unseen_no_date + summary.unseen_unknown_status
+        metrics.add_metric(name=names.DONATIONS_UNSEEN, unit=MetricUnit.Count, value=unseen)
     if summary.systemic_code is not None:
         with single_metric(
             name=names.SYSTEMIC_FAILURES,

@@ -214,6 +214,14 @@ class DonationStorePort(Protocol):
     def clear_dead_letter(self, parked: ParkedLetter) -> None:
         """Forget a parked dead letter once the queue has it."""
 
+    # -- documents the due query cannot see -------------------------------------------------------------
+
+    def count_unseen(self, known_statuses: Sequence[str]) -> tuple[int, int]:
+        """(active documents without a date nextRunAt, documents whose status is not a known one)."""
+
+    def unseen(self, known_statuses: Sequence[str], limit: int) -> list[tuple[str, str]]:
+        """Up to `limit` such documents as (id, why), for operators."""
+
     # -- fencing (the run lock) ---------------------------------------------------------------------------
 
     def highest_fence(self) -> int:

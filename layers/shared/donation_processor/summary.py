@@ -22,6 +22,8 @@ class RunSummary:
     dead_letters_deferred: int = 0
     overdue: int = 0
     donor_events_failed: int = 0
+    unseen_no_date: int = 0  # active documents whose nextRunAt is missing or not a date
+    unseen_unknown_status: int = 0  # documents whose status is not one the job knows
     systemic_code: str | None = None  # the error code that halted the run as systemic
     duration_ms: int = 0
     amount_by_currency: dict[str, int] = field(default_factory=dict)
@@ -52,6 +54,7 @@ class RunSummary:
             "overdue": self.overdue,
             "donorEventsFailed": self.donor_events_failed,
             "systemicCode": self.systemic_code,
+            "unseen": {"noUsableNextRunAt": self.unseen_no_date, "unknownStatus": self.unseen_unknown_status},
             "durationMs": self.duration_ms,
             "amountByCurrency": dict(self.amount_by_currency),
         }

@@ -30,6 +30,18 @@ HOST_OWNED_FIELDS = (
     "metadata",
     "donorId",
 )
+# The statuses the job knows. Only `active` is charged; `invalid` and `payment_failed` are the engine's
+# stops; the others are the host's. Any other value (`Active`, a typo, null) is counted as unseen each run.
+KNOWN_STATUSES = (
+    "active",
+    "paused",
+    "cancelled",
+    "canceled",
+    "completed",
+    "ended",
+    "invalid",
+    "payment_failed",
+)
 EDITABLE_FIELDS = (
     "amount",
     "currency",

@@ -669,6 +669,38 @@ class MongoDonationStore:
         except PyMongoError as error:
             raise _failed("clearing a dead letter", error) from error
 
+    # -- documents the due query cannot see ---------------------------------------------------------------
+
+    @staticmethod
+    def _unseen_queries(known_statuses: Sequence[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+        return (
+            {"status": "active", "nextRunAt": {"$not": {"$type": "date"}}},
+            {"status": {"$nin": list(known_statuses)}},
+        )
+
+    def count_unseen(self, known_statuses: Sequence[str]) -> tuple[int, int]:
+        no_date, unknown = self._unseen_queries(known_statuses)
+        try:
+            return self._scheduled.count_documents(no_date), self._scheduled.count_documents(unknown)
+        except PyMongoError as error:
+            raise _failed("counting documents the due query cannot see", error) from error
+
+    def unseen(self, known_statuses: Sequence[str], limit: int) -> list[tuple[str, str]]:
+        no_date, unknown = self._unseen_queries(known_statuses)
+        found: list[tuple[str, str]] = []
+        try:
+            for query, why in ((no_date, "nextRunAt missing or not a date"), (unknown, "unknown status")):
+                for document in self._scheduled.find(query, {"_id": 1, "status": 1}).limit(
+                    limit - len(found)
+                ):
+                    detail = why if query is no_date else f"{why} {str(document.get('status'))[:40]!r}"
+                    found.append((str(document["_id"])[:256], detail))
+                if len(found) >= limit:
+                    break
+        except PyMongoError as error:
+            raise _failed("listing documents the due query cannot see", error) from error
+        return found
+
     # -- fencing (the run lock) ---------------------------------------------------------------------------
 
     _fence_indexes_ready = False
