@@ -45,6 +45,8 @@ class FakeLambdaContext:
 class TestClock:
     """A clock the test moves forward, to expire leases and reach dunning dates without waiting."""
 
+    __test__ = False  # a helper, not a test class for pytest to collect
+
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     def __call__(self) -> datetime:

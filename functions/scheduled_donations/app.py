@@ -11,7 +11,7 @@ from donation_processor.config import load_settings
 from donation_processor.engine import DonationEngine
 from donation_processor.exceptions import PaymentsUnavailableError, StoreError
 from donation_processor.invocation import parse_event
-from donation_processor.observability import logger, metrics, publish_run_metrics, tracer
+from donation_processor.observability import logger, metrics, publish_failed_run, publish_run_metrics, tracer
 from donation_processor.wiring import build_engine
 
 _engine: DonationEngine | None = None
@@ -30,11 +30,13 @@ def get_engine() -> DonationEngine:
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     global _engine
-    request = parse_event(event)
     try:
+        request = parse_event(event)
         summary = get_engine().run(request, context.get_remaining_time_in_millis)
-    except (PaymentsUnavailableError, StoreError):
-        _engine = None  # rebuilt next time, re-reading the secrets (a rotated key or URI takes effect)
+    except BaseException as error:
+        if isinstance(error, PaymentsUnavailableError | StoreError):
+            _engine = None  # rebuilt next time, re-reading the secrets (a rotated key or URI takes effect)
+        publish_failed_run()  # the invocation fails; its metric says so (and the EMF flush is not empty)
         raise
     publish_run_metrics(summary)
     return summary.to_dict()

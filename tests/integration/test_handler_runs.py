@@ -7,6 +7,7 @@ import json
 import os
 import threading
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,7 +30,7 @@ from harness.seed import (
     scheduled_donation,
 )
 
-SCHEDULED_EVENT = json.loads(open("events/scheduled.json").read())  # noqa: SIM115 - read once at import
+SCHEDULED_EVENT = json.loads(Path("events/scheduled.json").read_text())
 
 
 def _seed(services: LocalServices, count: int = 1, **fields: Any) -> list[Any]:
@@ -356,7 +357,10 @@ def test_lock_held_by_a_live_run_skips_and_reports_contention(
 
 
 def test_unreachable_lock_table_refuses_to_run(
-    handler_env: LocalServices, lambda_context: FakeLambdaContext, monkeypatch: pytest.MonkeyPatch
+    handler_env: LocalServices,
+    lambda_context: FakeLambdaContext,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
 ) -> None:
     # GIVEN a due donation and a lock table that does not exist
     _seed(handler_env)
@@ -366,8 +370,9 @@ def test_unreachable_lock_table_refuses_to_run(
     with pytest.raises(LockUnavailableError):
         app.lambda_handler(SCHEDULED_EVENT, lambda_context)
 
-    # THEN nothing was charged
+    # THEN nothing was charged, and the failed invocation emitted RunFailed and no partial count
     assert handler_env.stripe.state.request_count == 0
+    assert _emitted_metrics(capfd.readouterr().out) == {"RunFailed": 1.0}
 
 
 def test_every_required_metric_is_emitted_in_emf(

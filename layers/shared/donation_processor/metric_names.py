@@ -19,6 +19,7 @@ RUN_COMPLETED = "RunCompleted"
 RUN_PARTIAL = "RunPartial"
 RUN_DURATION_MS = "RunDurationMs"
 RUN_PAUSED = "RunPaused"
+RUN_FAILED = "RunFailed"  # 1 for an invocation that raised (it emits no other count)
 DONATIONS_OVERDUE = "DonationsOverdue"
 DONATIONS_UNSEEN = "DonationsUnseen"  # a gauge: documents the due query can never see
 AMOUNT_CHARGED = "AmountCharged"  # minor units, one metric per currency (dimension "currency")
@@ -43,6 +44,7 @@ ALL_METRICS: frozenset[str] = frozenset(
         RUN_PARTIAL,
         RUN_DURATION_MS,
         RUN_PAUSED,
+        RUN_FAILED,
         DONATIONS_OVERDUE,
         DONATIONS_UNSEEN,
         AMOUNT_CHARGED,

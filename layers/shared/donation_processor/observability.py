@@ -23,6 +23,11 @@ NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or DEFAULT_NAMESPACE
 metrics = Metrics(service=SERVICE_NAME, namespace=NAMESPACE)
 
 
+def publish_failed_run() -> None:
+    """The invocation raised: one RunFailed, and none of the run's counts (they are partial)."""
+    metrics.add_metric(name=names.RUN_FAILED, unit=MetricUnit.Count, value=1)
+
+
 def publish_run_metrics(summary: RunSummary) -> None:
     """Turn a run summary into CloudWatch metrics (EMF, flushed by the handler's decorator)."""
     if summary.status == "dry_run":
