@@ -368,22 +368,26 @@ class MongoDonationStore:
             document["paymentIntentId"] = intent.payment_intent_id
         return document
 
+    def _insert_unordered(self, documents: Sequence[Mapping[str, Any]], action: str) -> set[int]:
+        """Insert every document in one round trip; the positions a unique index refused (duplicates)."""
+        try:
+            self._donations.insert_many(list(documents), ordered=False)
+        except BulkWriteError as error:
+            write_errors = error.details.get("writeErrors", [])
+            if any(entry.get("code") != 11000 for entry in write_errors):
+                raise _failed(action, error) from error
+            return {int(entry["index"]) for entry in write_errors}
+        except PyMongoError as error:
+            raise _failed(action, error) from error
+        return set()
+
     def open_intents(
         self, intents: Sequence[NewIntent], claim: Claim, now: datetime, lease_until: datetime
     ) -> list[tuple[ChargeIntent, bool]]:
         if not intents:
             return []
         documents = [self._new_intent_document(intent, claim, now, lease_until) for intent in intents]
-        refused: set[int] = set()
-        try:
-            self._donations.insert_many(documents, ordered=False)
-        except BulkWriteError as error:
-            write_errors = error.details.get("writeErrors", [])
-            if any(entry.get("code") != 11000 for entry in write_errors):
-                raise _failed("writing charge intents", error) from error
-            refused = {int(entry["index"]) for entry in write_errors}
-        except PyMongoError as error:
-            raise _failed("writing charge intents", error) from error
+        refused = self._insert_unordered(documents, "writing charge intents")
         existing = self._existing_for([intents[index] for index in sorted(refused)])
         opened: list[tuple[ChargeIntent, bool]] = []
         for index, document in enumerate(documents):
@@ -742,16 +746,7 @@ class MongoDonationStore:
         if not entries:
             return []
         documents = [missed_document(entry, claim, now) for entry in entries]
-        refused: set[int] = set()
-        try:
-            self._donations.insert_many(documents, ordered=False)
-        except BulkWriteError as error:
-            write_errors = error.details.get("writeErrors", [])
-            if any(entry.get("code") != 11000 for entry in write_errors):
-                raise _failed("recording missed periods", error) from error
-            refused = {int(entry["index"]) for entry in write_errors}
-        except PyMongoError as error:
-            raise _failed("recording missed periods", error) from error
+        refused = self._insert_unordered(documents, "recording missed periods")
         return [index not in refused for index in range(len(documents))]
 
     # -- operator actions (the CLI) -------------------------------------------------------------------------
