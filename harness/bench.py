@@ -15,6 +15,7 @@ below the configured one. Writes docs/BENCHMARKS.md (or --output) and a chart ne
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import gc
 import json
@@ -89,6 +90,7 @@ BENCH_MIX: tuple[tuple[str, int], ...] = (
     (AUTHENTICATION_REQUIRED, 1),
 )
 _DEVNULL = open(os.devnull, "w")  # noqa: SIM115 - the engine's log handler may keep it for the process's life
+atexit.register(_DEVNULL.close)  # closed at exit, so no ResourceWarning is printed after the test run
 
 
 def log(message: str) -> None:
