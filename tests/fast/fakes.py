@@ -19,8 +19,6 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from bson import ObjectId
-
 from donation_processor.adapters.ledger_documents import (
     INTENT_SCHEMA,
     LEGACY_IN_FLIGHT_FIELDS,
@@ -30,6 +28,7 @@ from donation_processor.adapters.ledger_documents import (
     intent_from,
     lease_document,
     missed_document,
+    new_intent_document,
     query_ids,
     twin,
 )
@@ -414,39 +413,6 @@ class FakeStore:
                 return True
         return False
 
-    @staticmethod
-    def _new_intent_document(
-        intent: NewIntent, claim: Claim, now: datetime, lease_until: datetime
-    ) -> dict[str, Any]:
-        moment = naive_utc(now)
-        document: dict[str, Any] = {
-            "_id": ObjectId(),
-            "schema": INTENT_SCHEMA,
-            "scheduledDonationId": intent.scheduled_donation_id,
-            "period": intent.period,
-            "status": str(IntentStatus.PENDING),
-            "openFor": intent.scheduled_donation_id,
-            "dueAt": naive_utc(intent.due_at),
-            "scheduleNextRunAt": naive_utc(intent.seen_next_run_at),
-            "amount": intent.amount,
-            "currency": intent.currency,
-            "stripeCustomerId": intent.customer_id,
-            "paymentMethodId": intent.payment_method_id,
-            "idempotencyKey": intent.creation_key,
-            "attemptLog": [attempt_document(attempt) for attempt in intent.attempts],
-            "nextAttemptNumber": intent.next_attempt_number,
-            "attempts": intent.dunning_attempts,
-            "nextAttemptAt": moment,
-            "lease": lease_document(claim, lease_until),
-            "donorId": intent.donor_id,
-            "runId": claim.run_id,
-            "createdAt": moment,
-            "updatedAt": moment,
-        }
-        if intent.payment_intent_id is not None:
-            document["paymentIntentId"] = intent.payment_intent_id
-        return document
-
     def open_intents(
         self, intents: Sequence[NewIntent], claim: Claim, now: datetime, lease_until: datetime
     ) -> list[tuple[ChargeIntent, bool]]:
@@ -454,7 +420,7 @@ class FakeStore:
             opened: list[tuple[ChargeIntent, bool] | None] = []
             refused: list[tuple[int, NewIntent]] = []
             for intent in intents:  # insert_many, unordered: each document on its own
-                document = self._new_intent_document(intent, claim, now, lease_until)
+                document = new_intent_document(intent, claim, now, lease_until)
                 if self._refused(document):
                     refused.append((len(opened), intent))
                     opened.append(None)
@@ -502,7 +468,7 @@ class FakeStore:
             )
             if record is None:
                 return None
-            fields = self._new_intent_document(intent, claim, now, lease_until)
+            fields = new_intent_document(intent, claim, now, lease_until)
             fields.pop("_id")
             fields.pop("createdAt")
             if record.get("status") == str(IntentStatus.SUCCEEDED):

@@ -27,6 +27,7 @@ from donation_processor.adapters.ledger_documents import (
     intent_from,
     lease_document,
     missed_document,
+    new_intent_document,
     query_ids,
     stop_reason,
     twin,
@@ -336,38 +337,6 @@ class MongoDonationStore:
 
     # -- charge intents ----------------------------------------------------------------------------------
 
-    def _new_intent_document(
-        self, intent: NewIntent, claim: Claim, now: datetime, lease_until: datetime
-    ) -> dict[str, Any]:
-        moment = to_mongo_datetime(now)
-        document: dict[str, Any] = {
-            "_id": ObjectId(),
-            "schema": INTENT_SCHEMA,
-            "scheduledDonationId": intent.scheduled_donation_id,
-            "period": intent.period,
-            "status": str(IntentStatus.PENDING),
-            "openFor": intent.scheduled_donation_id,
-            "dueAt": to_mongo_datetime(intent.due_at),
-            "scheduleNextRunAt": to_mongo_datetime(intent.seen_next_run_at),
-            "amount": intent.amount,
-            "currency": intent.currency,
-            "stripeCustomerId": intent.customer_id,
-            "paymentMethodId": intent.payment_method_id,
-            "idempotencyKey": intent.creation_key,
-            "attemptLog": [attempt_document(attempt) for attempt in intent.attempts],
-            "nextAttemptNumber": intent.next_attempt_number,
-            "attempts": intent.dunning_attempts,
-            "nextAttemptAt": moment,
-            "lease": lease_document(claim, lease_until),
-            "donorId": intent.donor_id,
-            "runId": claim.run_id,
-            "createdAt": moment,
-            "updatedAt": moment,
-        }
-        if intent.payment_intent_id is not None:
-            document["paymentIntentId"] = intent.payment_intent_id
-        return document
-
     def _insert_unordered(self, documents: Sequence[Mapping[str, Any]], action: str) -> set[int]:
         """Insert every document in one round trip; the positions a unique index refused (duplicates)."""
         try:
@@ -386,7 +355,7 @@ class MongoDonationStore:
     ) -> list[tuple[ChargeIntent, bool]]:
         if not intents:
             return []
-        documents = [self._new_intent_document(intent, claim, now, lease_until) for intent in intents]
+        documents = [new_intent_document(intent, claim, now, lease_until) for intent in intents]
         refused = self._insert_unordered(documents, "writing charge intents")
         existing = self._existing_for([intents[index] for index in sorted(refused)])
         opened: list[tuple[ChargeIntent, bool]] = []
@@ -445,7 +414,7 @@ class MongoDonationStore:
             )
             if record is None:
                 return None
-            fields = self._new_intent_document(intent, claim, now, lease_until)
+            fields = new_intent_document(intent, claim, now, lease_until)
             fields.pop("_id")
             fields["createdAt"] = record.get("createdAt") or fields["createdAt"]
             if record.get("status") == str(IntentStatus.SUCCEEDED):

@@ -179,3 +179,37 @@ def entry_from(document: Mapping[str, Any]) -> ChargeIntent:
         open=False,
         legacy_record=True,
     )
+
+
+def new_intent_document(
+    intent: NewIntent, claim: Claim, now: datetime, lease_until: datetime
+) -> dict[str, Any]:
+    """A new charge intent as its `donations` document: pending, open, leased to the claiming run."""
+    moment = to_mongo_datetime(now)
+    document: dict[str, Any] = {
+        "_id": ObjectId(),
+        "schema": INTENT_SCHEMA,
+        "scheduledDonationId": intent.scheduled_donation_id,
+        "period": intent.period,
+        "status": str(IntentStatus.PENDING),
+        "openFor": intent.scheduled_donation_id,
+        "dueAt": to_mongo_datetime(intent.due_at),
+        "scheduleNextRunAt": to_mongo_datetime(intent.seen_next_run_at),
+        "amount": intent.amount,
+        "currency": intent.currency,
+        "stripeCustomerId": intent.customer_id,
+        "paymentMethodId": intent.payment_method_id,
+        "idempotencyKey": intent.creation_key,
+        "attemptLog": [attempt_document(attempt) for attempt in intent.attempts],
+        "nextAttemptNumber": intent.next_attempt_number,
+        "attempts": intent.dunning_attempts,
+        "nextAttemptAt": moment,
+        "lease": lease_document(claim, lease_until),
+        "donorId": intent.donor_id,
+        "runId": claim.run_id,
+        "createdAt": moment,
+        "updatedAt": moment,
+    }
+    if intent.payment_intent_id is not None:
+        document["paymentIntentId"] = intent.payment_intent_id
+    return document
