@@ -59,8 +59,9 @@ LIMITS = """\
 - **Stripe search freshness.** Stripe's search index can lag by up to a minute; the search is used only for
   a creation whose answer went missing more than 23 h ago (or after an idempotency_error, which only a
   period adopted from an earlier version can meet), when that lag cannot matter.
-- **Clock sanity.** The fencing token uses the epoch milliseconds as a floor; a clock set back by hours while
-  the lock item is also lost could issue a smaller token. Lambda clocks are NTP-synchronised.
+- **Atomic conditional writes.** The lock relies on DynamoDB's conditional writes being atomic (they are;
+  the local harness's moto server is not under concurrent requests, so a race test may see a second holder,
+  which stops at its fence raise before claiming anything). No clock decides who holds the lock.
 - **Real MongoDB in this table.** The figures below come from the backend named in each row. The store's
   contract tests run on a real server in GitHub Actions (`MONGODB_TEST_URI`); this machine has none.
 """
