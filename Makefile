@@ -94,11 +94,11 @@ test: lint typecheck validate security
 	$(BIN)/pytest -q
 
 demo: venv
-	PYTHONPATH=$(RUN_PYTHONPATH) $(BIN)/python -m harness.demo
+	PYTHONPATH=$(RUN_PYTHONPATH) $(BIN)/python -m harness.local.demo
 
 # Runs the fault-injection suite and regenerates docs/RELIABILITY.md from its figures.
 reliability: venv
-	PYTHONPATH=$(RUN_PYTHONPATH) $(BIN)/python -m harness.reliability_report
+	PYTHONPATH=$(RUN_PYTHONPATH) $(BIN)/python -m harness.reports.reliability
 
 bench: venv
 	PYTHONPATH=$(RUN_PYTHONPATH) $(BIN)/python -m harness.bench

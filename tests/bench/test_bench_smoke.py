@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import bench
+from harness.bench import run as bench
 
 pytestmark = pytest.mark.timeout(120)
 

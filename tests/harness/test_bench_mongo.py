@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from harness.bench_mongo import CountingClient, MongoMeter, indexed_client
+from harness.bench.mongo_meter import CountingClient, MongoMeter, indexed_client
 
 
 def test_written_values_reach_the_store_as_new_objects() -> None:

@@ -10,7 +10,7 @@ import pytest
 from bson import ObjectId
 from pymongo.errors import DuplicateKeyError
 
-from harness.indexed_mongomock import IndexedCollection, use_indexes
+from harness.bench.indexed_mongomock import IndexedCollection, use_indexes
 
 IDS: list[Any] = [f"d{number}" for number in range(12)] + [ObjectId() for _ in range(4)]
 KEYS = ["k1", "k2", "k3"]
@@ -155,7 +155,7 @@ def test_random_operations_give_the_same_answers_with_and_without_indexes(seed: 
 @pytest.fixture
 def tested(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     """Every document the indexed collections test against a filter, in order."""
-    import harness.indexed_mongomock as module
+    import harness.bench.indexed_mongomock as module
 
     seen: list[Any] = []
     original = module.filter_applies

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import stripe
 
-from harness.stripe_server import FakeStripeState, Fault, RunningStripeServer, start_stripe_server
+from harness.local.stripe_server import FakeStripeState, Fault, RunningStripeServer, start_stripe_server
 
 API_KEY = "sk_test_local"
 DONATION_METADATA = {"scheduled_donation_id": "sd_1", "period": "2025-01"}

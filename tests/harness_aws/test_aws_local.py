@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from botocore.exceptions import ClientError
 
-from harness.aws_local import (
+from harness.local.aws_local import (
     MotoServer,
     UnsupportedTemplateProperty,
     create_dead_letter_queue,
@@ -25,7 +25,7 @@ from harness.aws_local import (
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from harness.aws_local import LocalStack
+    from harness.local.aws_local import LocalStack
 
 
 @pytest.fixture(scope="module")

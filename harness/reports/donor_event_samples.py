@@ -11,18 +11,13 @@ import os
 import re
 import sys
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
-import boto3
-
-from donation_processor.donor_event_types import DETAIL_TYPES, SOURCE
-from harness.aws_local import DUMMY_ACCESS_KEY_ID, DUMMY_SECRET_ACCESS_KEY, REGION, sqs_client
-from harness.lambda_context import LambdaLikeContext
-from harness.local_services import LocalServices, start_local_services
-from harness.seed import (
+from donation_processor.donor_event_types import DETAIL_TYPES
+from harness.local.event_sink import create_event_sink
+from harness.local.lambda_context import LocalLambdaContext
+from harness.local.seed import (
     AUTHENTICATION_REQUIRED,
     INSUFFICIENT_FUNDS,
     STOLEN_CARD,
@@ -30,46 +25,10 @@ from harness.seed import (
     naive_utc,
     scheduled_donation,
 )
+from harness.local.services import LocalServices, start_local_services
+from harness.project import PROJECT_ROOT
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 TARGET = PROJECT_ROOT / "events" / "donor"
-
-
-@dataclass
-class EventSink:
-    """An EventBridge bus whose every event lands on an SQS queue, so a run's events can be read back."""
-
-    bus_name: str
-    queue_url: str
-    endpoint_url: str
-
-    def drain(self) -> list[dict[str, Any]]:
-        sqs = sqs_client(self.endpoint_url)
-        events: list[dict[str, Any]] = []
-        while batch := sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10).get("Messages"):
-            for message in batch:
-                events.append(json.loads(message["Body"]))
-                sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
-        return events
-
-
-def create_event_sink(endpoint_url: str, bus_name: str) -> EventSink:
-    events = boto3.client(
-        "events",
-        endpoint_url=endpoint_url,
-        region_name=REGION,
-        aws_access_key_id=DUMMY_ACCESS_KEY_ID,
-        aws_secret_access_key=DUMMY_SECRET_ACCESS_KEY,
-    )
-    sqs = sqs_client(endpoint_url)
-    events.create_event_bus(Name=bus_name)
-    queue_url = sqs.create_queue(QueueName=f"{bus_name}-sink")["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    events.put_rule(
-        Name=f"{bus_name}-all", EventBusName=bus_name, EventPattern=json.dumps({"source": [SOURCE]})
-    )
-    events.put_targets(Rule=f"{bus_name}-all", EventBusName=bus_name, Targets=[{"Id": "sink", "Arn": arn}])
-    return EventSink(bus_name, queue_url, endpoint_url)
 
 
 def seed_one_of_each(services: LocalServices) -> None:
@@ -140,7 +99,7 @@ def capture() -> dict[str, dict[str, Any]]:
 
         app.lambda_handler(
             json.loads((PROJECT_ROOT / "events" / "scheduled.json").read_text()),
-            LambdaLikeContext(aws_request_id="samples"),
+            LocalLambdaContext(aws_request_id="samples"),
         )
         time.sleep(0.2)
         captured: dict[str, dict[str, Any]] = {}

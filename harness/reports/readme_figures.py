@@ -10,7 +10,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+from harness.project import PROJECT_ROOT
+
 README = PROJECT_ROOT / "README.md"
 
 

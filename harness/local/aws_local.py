@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Any, Self, cast
 import boto3
 from moto.server import ThreadedMotoServer
 
+from harness.project import PROJECT_ROOT
+
 if TYPE_CHECKING:
     from types import TracebackType
 
@@ -37,7 +39,6 @@ if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
     from mypy_boto3_sqs.literals import QueueAttributeNameType
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 REGION = "us-east-1"
 # moto accepts any credentials; fixed dummy ones keep a developer's real profile out of local runs.
 DUMMY_ACCESS_KEY_ID = "testing"
@@ -127,7 +128,7 @@ def _reject_unknown(properties: dict[str, Any], known: frozenset[str], logical_i
     unknown = sorted(set(properties) - known)
     if unknown:
         raise UnsupportedTemplateProperty(
-            f"{logical_id} uses {', '.join(unknown)}; teach harness/aws_local.py to reproduce it locally"
+            f"{logical_id} uses {', '.join(unknown)}; teach harness/local/aws_local.py to reproduce it"
         )
 
 

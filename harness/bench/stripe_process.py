@@ -1,7 +1,7 @@
 """The benchmark's Stripe side: the Stripe-compatible server in its own process; what the bench reads back.
 
-The server runs as ``python -m harness.stripe_server`` in a child process, so its CPU and its GIL are not
-the engine's. Its ledger then lives in that process; the bench reads it back over HTTP with the real SDK
+The server runs as ``python -m harness.local.stripe_server`` in a child process, so its CPU and its GIL are
+not the engine's. Its ledger then lives in that process; the bench reads it back over HTTP with the real SDK
 (``GET /v1/payment_intents/search``). Request timings and status codes are read from the SDK's own
 ``stripe`` logger (``Request to Stripe api`` / ``Stripe API response``), a logging handler and not a patch.
 """
@@ -21,13 +21,13 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
 import stripe
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+from harness.project import PROJECT_ROOT
+
 SEARCH_PAGE_SIZE = 100
 SEARCH_PARALLEL_PAGES = 8
 _RESPONSE_CODE = re.compile(r"response_code=(\d+)")
@@ -54,7 +54,7 @@ def free_port() -> int:
 
 
 class StripeProcess:
-    """``python -m harness.stripe_server`` in a child process; stopped on exit, on Ctrl-C and by stop()."""
+    """``python -m harness.local.stripe_server`` in a child process; stopped on exit, Ctrl-C and stop()."""
 
     def __init__(self, *, latency_ms: float, jitter_ms: float, rate_limit_rps: float | None) -> None:
         self.latency_ms = latency_ms
@@ -77,7 +77,7 @@ class StripeProcess:
             command = [
                 sys.executable,
                 "-m",
-                "harness.stripe_server",
+                "harness.local.stripe_server",
                 "--port",
                 str(self.port),
                 "--latency-ms",

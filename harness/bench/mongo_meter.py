@@ -11,7 +11,7 @@ engine is patched. The calling thread's CPU time inside each call (``time.thread
 it is the database emulator's cost, which a real deployment pays on the MongoDB server instead.
 
 Two things make mongomock behave more like a server here. Its collections get the ``_id``, unique-index
-and sorted lookups a real MongoDB would use (``harness.indexed_mongomock``), so its cost per donation no
+and sorted lookups a real MongoDB would use (``harness.bench.indexed_mongomock``), so its cost per donation no
 longer grows with the collection. And every write's filter, update and documents cross a BSON encode and
 decode on the way in, as they would on the wire: mongomock otherwise keeps the caller's own string objects
 in its in-process copy of the database, and tracemalloc would count them against the engine line that
@@ -28,7 +28,7 @@ from typing import Any, Self
 import bson
 import mongomock
 
-from harness.indexed_mongomock import use_indexes
+from harness.bench.indexed_mongomock import use_indexes
 
 FIRST_BATCH = 101
 # Writes whose arguments the server keeps: they cross the "wire" as BSON (see the module docstring).

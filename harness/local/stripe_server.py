@@ -10,7 +10,7 @@ the charge happens but the response never reaches the client (``Fault("drop_afte
 
 Stdlib only. Run it standalone for ``sam local invoke`` with::
 
-    python -m harness.stripe_server --port 12111 --latency-ms 40 --jitter-ms 20
+    python -m harness.local.stripe_server --port 12111 --latency-ms 40 --jitter-ms 20
 
 Nothing here logs API keys, request bodies or customer data.
 """
@@ -1595,7 +1595,7 @@ def start_stripe_server(
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m harness.stripe_server",
+        prog="python -m harness.local.stripe_server",
         description="Stripe-compatible local server. Point the SDK at it with base_addresses={'api': URL}.",
     )
     parser.add_argument(

@@ -1,4 +1,4 @@
-"""What the handler reads from Lambda's context, for local runs: the demo, the samples and the benchmark."""
+"""The one stand-in for Lambda's context: what the handler reads of it, for tests, demo and bench."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 
 @dataclass
-class LambdaLikeContext:
+class LocalLambdaContext:
     """A 15-minute budget counted from creation, like a Lambda invocation with Timeout 900."""
 
     budget_seconds: float = 900.0

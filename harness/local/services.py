@@ -14,8 +14,8 @@ from typing import Any, Self
 from pymongo.database import Database
 
 from donation_processor.adapters.mongo_connection import get_database
-from harness.aws_local import MotoServer, provision_local_stack, start_moto_server
-from harness.stripe_server import RunningStripeServer, start_stripe_server
+from harness.local.aws_local import MotoServer, provision_local_stack, start_moto_server
+from harness.local.stripe_server import RunningStripeServer, start_stripe_server
 
 LOCAL_STRIPE_KEY = "sk_test_local_harness"
 AWS_DUMMY_ENV = {

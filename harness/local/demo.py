@@ -15,16 +15,15 @@ import json
 import os
 import sys
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
-from harness.aws_local import sqs_client
-from harness.emf import emitted_metrics
-from harness.lambda_context import LambdaLikeContext
-from harness.local_services import LocalServices, start_local_services
-from harness.seed import seed_donations
+from harness.local.aws_local import sqs_client
+from harness.local.emf import emitted_metrics
+from harness.local.lambda_context import LocalLambdaContext
+from harness.local.seed import seed_donations
+from harness.local.services import LocalServices, start_local_services
+from harness.project import PROJECT_ROOT
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEMO_SIZE = 40
 
 
@@ -33,7 +32,7 @@ def _invoke(event: dict[str, Any]) -> tuple[dict[str, Any], dict[str, float]]:
 
     captured = io.StringIO()
     with contextlib.redirect_stdout(captured):
-        summary = app.lambda_handler(event, LambdaLikeContext(aws_request_id="demo"))
+        summary = app.lambda_handler(event, LocalLambdaContext(aws_request_id="demo"))
     return summary, emitted_metrics(captured.getvalue())
 
 

@@ -1,0 +1,1 @@
+"""`make bench`: the benchmark, its measurement hooks and its report."""

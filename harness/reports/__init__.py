@@ -1,0 +1,1 @@
+"""Generators of the repository's figures and samples: docs/RELIABILITY.md, README quotes, events/donor."""
