@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import io
-import json
 import logging
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -17,52 +14,16 @@ from donation_processor.config import load_settings
 from donation_processor.engine import DonationEngine
 from donation_processor.observability import metrics
 from donation_processor.wiring import build_engine
-from harness.aws_local import MotoServer, sqs_client, start_moto_server
-from harness.local_services import AWS_DUMMY_ENV, LocalServices
-from harness.stripe_server import RunningStripeServer, start_stripe_server
+from harness.local.aws_local import MotoServer, start_moto_server
+from harness.local.lambda_context import LocalLambdaContext
+from harness.local.services import AWS_DUMMY_ENV, LocalServices
+from harness.local.stripe_server import RunningStripeServer, start_stripe_server
+from tests.support.clock import TestClock
 
 for _name, _value in AWS_DUMMY_ENV.items():
     os.environ.setdefault(_name, _value)
 os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "1")
 os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "ScheduledDonations")
-
-
-@dataclass
-class FakeLambdaContext:
-    """What the handler reads from Lambda's context; remaining time is scripted by the test."""
-
-    remaining_ms: Callable[[], int] = lambda: 900_000
-    function_name: str = "ScheduledDonationsFunction"
-    memory_limit_in_mb: int = 512
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:ScheduledDonationsFunction"
-    aws_request_id: str = "test-request-id"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return self.remaining_ms()
-
-
-@dataclass
-class TestClock:
-    """A clock the test moves forward, to expire leases and reach dunning dates without waiting."""
-
-    __test__ = False  # a helper, not a test class for pytest to collect
-
-    now: datetime = field(default_factory=lambda: datetime.now(UTC))
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
-
-    def monotonic(self) -> float:
-        """The run lock's monotonic clock: it follows this clock."""
-        return self.now.timestamp()
-
-    def sleep(self, seconds: float) -> None:
-        """The run lock's sleep: it moves this clock on at once, so watching a dead holder for a whole
-        lease costs no real time (and moves the run's wall clock on by the same amount, as it would)."""
-        self.advance(seconds=seconds)
 
 
 @pytest.fixture(scope="session")
@@ -109,8 +70,8 @@ def handler_env(services: LocalServices, monkeypatch: pytest.MonkeyPatch) -> Loc
 
 
 @pytest.fixture
-def lambda_context() -> FakeLambdaContext:
-    return FakeLambdaContext()
+def lambda_context() -> LocalLambdaContext:
+    return LocalLambdaContext()
 
 
 @pytest.fixture
@@ -149,22 +110,6 @@ def make_engine(services: LocalServices, clock: TestClock) -> Callable[..., Dona
 def _clear_metrics() -> Iterator[None]:
     yield
     metrics.clear_metrics()
-
-
-def read_dead_letters(services: LocalServices) -> list[dict[str, Any]]:
-    """Drain the dead-letter queue through the real SQS API."""
-    client = sqs_client(services.moto.endpoint_url)
-    letters: list[dict[str, Any]] = []
-    while True:
-        answer = client.receive_message(
-            QueueUrl=services.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0
-        )
-        messages = answer.get("Messages", [])
-        if not messages:
-            return letters
-        for message in messages:
-            letters.append(json.loads(message["Body"]))
-            client.delete_message(QueueUrl=services.queue_url, ReceiptHandle=message["ReceiptHandle"])
 
 
 @pytest.fixture

@@ -9,20 +9,20 @@ from typing import TYPE_CHECKING
 
 import pytest
 from aws_lambda_powertools.utilities.parameters import clear_caches
-from cli_support import donations, insert_donation
 
 import app
-from harness.local_services import LocalServices
+from harness.local.services import LocalServices
+from tests.support.cli import donations, insert_donation
 
 if TYPE_CHECKING:
-    from conftest import FakeLambdaContext
+    from conftest import LocalLambdaContext
 
 SCHEDULED_EVENT = json.loads((Path(__file__).parents[2] / "events" / "scheduled.json").read_text())
 
 
 def test_pause_stops_charging_and_resume_starts_it_again(
     handler_env: LocalServices,
-    lambda_context: FakeLambdaContext,
+    lambda_context: LocalLambdaContext,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:

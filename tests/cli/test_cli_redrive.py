@@ -14,7 +14,6 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from cli_support import donations, insert_donation, peek_letters, point_cli_at, run_engine, send_raw
 
 from donation_processor.adapters.donation_store import MongoDonationStore
 from donation_processor.adapters.ledger_documents import entry_from
@@ -22,8 +21,7 @@ from donation_processor.charge_outcome import HARD_DECLINE_CODES
 from donation_processor.engine import DonationEngine
 from donation_processor.schedule import period_key
 from donations_cli.commands.redrive import Facts, Letter, decide
-from harness.local_services import LocalServices
-from harness.seed import (
+from harness.local.seed import (
     AUTHENTICATION_REQUIRED,
     INSUFFICIENT_FUNDS,
     LOST_CARD,
@@ -31,6 +29,8 @@ from harness.seed import (
     SUCCEEDS,
     scheduled_donation,
 )
+from harness.local.services import LocalServices
+from tests.support.cli import donations, insert_donation, peek_letters, point_cli_at, run_engine, send_raw
 
 if TYPE_CHECKING:
     from conftest import TestClock

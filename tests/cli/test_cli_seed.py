@@ -7,13 +7,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
-from cli_support import donations, point_cli_at, run_engine
 
 from donation_processor.engine import DonationEngine
 from donations_cli.commands.seed import DEMO_MIX, production_reason
 from donations_cli.config import load_cli_config
 from donations_cli.connections import Connections
-from harness.local_services import LocalServices
+from harness.local.services import LocalServices
+from tests.support.cli import donations, point_cli_at, run_engine
 
 
 def test_seeded_donations_are_due_and_the_engine_charges_each_once(

@@ -10,12 +10,12 @@ from typing import Any
 
 import boto3
 import pytest
-from cli_support import donations, insert_donation, point_cli_at, run_engine, send_raw
 
 from donation_processor.engine import DonationEngine
-from harness.aws_local import client_kwargs
-from harness.local_services import LocalServices
-from harness.seed import INSUFFICIENT_FUNDS, STOLEN_CARD, naive_utc
+from harness.local.aws_local import client_kwargs
+from harness.local.seed import INSUFFICIENT_FUNDS, STOLEN_CARD, naive_utc
+from harness.local.services import LocalServices
+from tests.support.cli import donations, insert_donation, point_cli_at, run_engine, send_raw
 
 
 def _pause_parameter(services: LocalServices, value: str | None) -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.readme_figures import PROJECT_ROOT, quoted, update_readme
+from harness.reports.readme_figures import PROJECT_ROOT, quoted, update_readme
 
 
 def _bold_headline(report: str) -> str:

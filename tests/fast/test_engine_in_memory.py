@@ -14,7 +14,16 @@ from typing import Any
 
 import pytest
 from bson import ObjectId
-from fakes import (
+
+from donation_processor import donor_event_types as donor_events
+from donation_processor.config import load_settings
+from donation_processor.engine import DonationEngine, EngineDependencies
+from donation_processor.idempotency import attempt_key, payment_intent_key
+from donation_processor.invocation import RunRequest
+from donation_processor.schedule import as_utc
+from donation_processor.summary import RunSummary
+from harness.local.seed import scheduled_donation
+from tests.support.fakes import (
     FakeClock,
     FakeDeadLetters,
     FakeDonorEvents,
@@ -24,15 +33,6 @@ from fakes import (
     SocketUsedError,
     sockets_disabled,
 )
-
-from donation_processor import donor_event_types as donor_events
-from donation_processor.config import load_settings
-from donation_processor.engine import DonationEngine, EngineDependencies
-from donation_processor.idempotency import attempt_key, payment_intent_key
-from donation_processor.invocation import RunRequest
-from donation_processor.schedule import as_utc
-from donation_processor.summary import RunSummary
-from harness.seed import scheduled_donation
 
 NOW = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
 DUE = NOW - timedelta(hours=1)

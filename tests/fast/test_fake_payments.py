@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from fakes import FakePayments, sockets_disabled
 
 from donation_processor.charge_outcome import FailureKind, PaymentFailed
+from tests.support.fakes import FakePayments, sockets_disabled
 
 KEY = "scheduled-donation:don-1:2026-03-01"
 PARAMS = {

@@ -11,7 +11,6 @@ from typing import Any, Protocol
 import mongomock
 import pytest
 from bson import ObjectId
-from fakes import FakeStore, sockets_disabled
 from pymongo.database import Database
 
 from donation_processor.adapters.donation_store import SCHEDULED, MongoDonationStore
@@ -21,7 +20,8 @@ from donation_processor.charge_rules import Charged, Stopped, StopReason
 from donation_processor.idempotency import payment_intent_key
 from donation_processor.ports import Claim, DonationStorePort, ScheduleWrite
 from donation_processor.schedule import as_utc
-from harness.seed import naive_utc, scheduled_donation
+from harness.local.seed import naive_utc, scheduled_donation
+from tests.support.fakes import FakeStore, sockets_disabled
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 DUE = NOW - timedelta(hours=3)

@@ -12,19 +12,20 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import TestClock, read_dead_letters
-from fault_injection import (
+
+from donation_processor.engine import DonationEngine
+from harness.local.event_sink import EventSink, create_event_sink
+from harness.local.services import LocalServices
+from harness.local.stripe_server import Fault
+from tests.support.clock import TestClock
+from tests.support.dead_letters import read_dead_letters
+from tests.support.fault_injection import (
     check_invariants,
     record_scenario,
     seed_due,
     write_reliability_results,  # noqa: F401 - an autouse fixture that writes the scenario ledger
 )
-from fault_runs import LEASES_EXPIRED, engine_for_fixture, invoke  # noqa: F401 - the engine_for fixture
-
-from donation_processor.engine import DonationEngine
-from harness.donor_event_samples import EventSink, create_event_sink
-from harness.local_services import LocalServices
-from harness.stripe_server import Fault
+from tests.support.fault_runs import LEASES_EXPIRED, engine_for_fixture, invoke  # noqa: F401 - the engine_for fixture
 
 pytestmark = pytest.mark.faults
 

@@ -15,8 +15,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from conftest import TestClock
-from fault_injection import (
+
+from donation_processor.engine import DonationEngine
+from harness.local.services import LocalServices
+from harness.local.stripe_server import Fault
+from tests.support.clock import TestClock
+from tests.support.fault_injection import (
     CrashSwitch,
     Invariants,
     SimulatedCrash,
@@ -26,15 +30,11 @@ from fault_injection import (
     seed_due,
     write_reliability_results,  # noqa: F401 - an autouse fixture that writes the scenario ledger
 )
-from fault_runs import (
+from tests.support.fault_runs import (
     LEASES_EXPIRED,
     engine_for_fixture,  # noqa: F401 - the engine_for fixture
     invoke,
 )
-
-from donation_processor.engine import DonationEngine
-from harness.local_services import LocalServices
-from harness.stripe_server import Fault
 
 pytestmark = pytest.mark.faults
 

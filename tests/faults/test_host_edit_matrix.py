@@ -14,8 +14,13 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from conftest import TestClock
-from fault_injection import (
+
+from donation_processor.engine import DonationEngine
+from donation_processor.invocation import RunRequest
+from harness.local.seed import SUCCEEDS
+from harness.local.services import LocalServices
+from tests.support.clock import TestClock
+from tests.support.fault_injection import (
     CrashSwitch,
     SimulatedCrash,
     StallingPayments,
@@ -26,12 +31,7 @@ from fault_injection import (
     unrecorded_charges,
     write_reliability_results,  # noqa: F401 - an autouse fixture that writes the scenario ledger
 )
-from fault_runs import LEASES_EXPIRED, engine_for_fixture, invoke  # noqa: F401 - the engine_for fixture
-
-from donation_processor.engine import DonationEngine
-from donation_processor.invocation import RunRequest
-from harness.local_services import LocalServices
-from harness.seed import SUCCEEDS
+from tests.support.fault_runs import LEASES_EXPIRED, engine_for_fixture, invoke  # noqa: F401 - the engine_for fixture
 
 pytestmark = pytest.mark.faults
 

@@ -17,8 +17,16 @@ from typing import Any
 
 import pytest
 from bson import ObjectId
-from conftest import TestClock, read_dead_letters
-from fault_injection import (
+
+from donation_processor.engine import DonationEngine
+from donation_processor.invocation import RunRequest
+from harness.local.event_sink import EventSink, create_event_sink
+from harness.local.seed import INSUFFICIENT_FUNDS, SUCCEEDS, scheduled_donation
+from harness.local.services import LocalServices
+from harness.local.stripe_server import Fault, parse_form
+from tests.support.clock import TestClock
+from tests.support.dead_letters import read_dead_letters
+from tests.support.fault_injection import (
     CrashSwitch,
     SimulatedCrash,
     StallingPayments,
@@ -29,18 +37,11 @@ from fault_injection import (
     unrecorded_charges,
     write_reliability_results,  # noqa: F401 - an autouse fixture that writes the scenario ledger
 )
-from fault_runs import (
+from tests.support.fault_runs import (
     LEASES_EXPIRED,
     engine_for_fixture,  # noqa: F401 - the engine_for fixture
     invoke,
 )
-
-from donation_processor.engine import DonationEngine
-from donation_processor.invocation import RunRequest
-from harness.donor_event_samples import EventSink, create_event_sink
-from harness.local_services import LocalServices
-from harness.seed import INSUFFICIENT_FUNDS, SUCCEEDS, scheduled_donation
-from harness.stripe_server import Fault, parse_form
 
 pytestmark = pytest.mark.faults
 

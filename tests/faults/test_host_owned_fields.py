@@ -11,13 +11,14 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from conftest import TestClock, read_dead_letters
-from fault_injection import charges_per_cycle_violations, seed_due, unrecorded_charges
-from fault_runs import engine_for_fixture, invoke  # noqa: F401 - the engine_for fixture
 
 from donation_processor.engine import DonationEngine
-from harness.local_services import LocalServices
-from harness.seed import INSUFFICIENT_FUNDS, SUCCEEDS
+from harness.local.seed import INSUFFICIENT_FUNDS, SUCCEEDS
+from harness.local.services import LocalServices
+from tests.support.clock import TestClock
+from tests.support.dead_letters import read_dead_letters
+from tests.support.fault_injection import charges_per_cycle_violations, seed_due, unrecorded_charges
+from tests.support.fault_runs import engine_for_fixture, invoke  # noqa: F401 - the engine_for fixture
 
 pytestmark = pytest.mark.faults
 

@@ -20,7 +20,6 @@ from typing import Any
 import bson
 import pytest
 from bson import Decimal128
-from conftest import FakeLambdaContext, TestClock, read_dead_letters
 from hypothesis import HealthCheck, given, settings
 from hypothesis import event as hypothesis_event
 from hypothesis import strategies as st
@@ -31,8 +30,11 @@ from donation_processor.engine import DonationEngine
 from donation_processor.exceptions import InvalidEventError
 from donation_processor.invocation import RunRequest
 from donation_processor.summary import RunSummary
-from harness.local_services import LocalServices
-from harness.seed import naive_utc, scheduled_donation
+from harness.local.lambda_context import LocalLambdaContext
+from harness.local.seed import naive_utc, scheduled_donation
+from harness.local.services import LocalServices
+from tests.support.clock import TestClock
+from tests.support.dead_letters import read_dead_letters
 
 pytestmark = pytest.mark.faults
 
@@ -587,7 +589,7 @@ def _seed_for_handler(services: LocalServices) -> tuple[list[Any], list[Any]]:
 @HANDLER_SETTINGS
 @given(event=EVENTS)
 def test_any_event_either_runs_or_is_refused_naming_the_field_before_anything_is_touched(
-    handler_env: LocalServices, lambda_context: FakeLambdaContext, event: Any
+    handler_env: LocalServices, lambda_context: LocalLambdaContext, event: Any
 ) -> None:
     # GIVEN due donations (two valid, two broken) and an arbitrary or deliberately broken invocation event
     services = handler_env
@@ -675,7 +677,7 @@ TARGETED_BROKEN_EVENTS: list[tuple[object, str]] = [
 
 
 def test_each_targeted_broken_event_is_refused_naming_its_field_before_anything_is_touched(
-    handler_env: LocalServices, lambda_context: FakeLambdaContext
+    handler_env: LocalServices, lambda_context: LocalLambdaContext
 ) -> None:
     # GIVEN due donations and a table of deliberately broken events, each with the field it must name
     services = handler_env
@@ -712,7 +714,7 @@ def test_each_targeted_broken_event_is_refused_naming_its_field_before_anything_
     ],
 )
 def test_an_operator_in_donation_ids_is_refused_and_nothing_is_charged_although_many_are_due(
-    handler_env: LocalServices, lambda_context: FakeLambdaContext, donation_ids: Any, named: str
+    handler_env: LocalServices, lambda_context: LocalLambdaContext, donation_ids: Any, named: str
 ) -> None:
     # GIVEN 25 valid donations, all due now
     services = handler_env

@@ -13,15 +13,15 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from conftest import TestClock
-from fault_injection import charges_per_cycle_violations, unrecorded_charges
-from fault_runs import LEASES_EXPIRED, engine_for_fixture, invoke  # noqa: F401 - the engine_for fixture
 
 from donation_processor.charge_outcome import PaymentFailed
 from donation_processor.engine import DonationEngine
 from donation_processor.idempotency import payment_intent_key
-from harness.local_services import LocalServices
-from harness.seed import INSUFFICIENT_FUNDS, SUCCEEDS, naive_utc, scheduled_donation
+from harness.local.seed import INSUFFICIENT_FUNDS, SUCCEEDS, naive_utc, scheduled_donation
+from harness.local.services import LocalServices
+from tests.support.clock import TestClock
+from tests.support.fault_injection import charges_per_cycle_violations, unrecorded_charges
+from tests.support.fault_runs import LEASES_EXPIRED, engine_for_fixture, invoke  # noqa: F401 - the engine_for fixture
 
 pytestmark = pytest.mark.faults
 

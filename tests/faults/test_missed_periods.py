@@ -13,14 +13,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from conftest import TestClock
-from fault_injection import CrashSwitch, SimulatedCrash, unrecorded_charges
-from fault_runs import LEASES_EXPIRED, engine_for_fixture, invoke  # noqa: F401 - the engine_for fixture
 
 from donation_processor.engine import DonationEngine
-from harness.donor_event_samples import create_event_sink
-from harness.local_services import LocalServices
-from harness.seed import naive_utc, scheduled_donation
+from harness.local.event_sink import create_event_sink
+from harness.local.seed import naive_utc, scheduled_donation
+from harness.local.services import LocalServices
+from tests.support.clock import TestClock
+from tests.support.fault_injection import CrashSwitch, SimulatedCrash, unrecorded_charges
+from tests.support.fault_runs import LEASES_EXPIRED, engine_for_fixture, invoke  # noqa: F401 - the engine_for fixture
 
 pytestmark = pytest.mark.faults
 

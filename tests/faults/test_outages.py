@@ -11,18 +11,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FakeLambdaContext, TestClock, read_dead_letters
-from fault_injection import check_invariants, record_scenario, seed_due
-from fault_injection import write_reliability_results as write_reliability_results  # autouse fixture
 
 import app
 from donation_processor.config import load_settings
 from donation_processor.engine import DonationEngine, EngineDependencies
 from donation_processor.exceptions import LockUnavailableError, StoreError
 from donation_processor.wiring import build_engine
-from harness.local_services import LocalServices
-from harness.seed import STOLEN_CARD
-from harness.stripe_server import Fault
+from harness.local.lambda_context import LocalLambdaContext
+from harness.local.seed import STOLEN_CARD
+from harness.local.services import LocalServices
+from harness.local.stripe_server import Fault
+from tests.support.clock import TestClock
+from tests.support.dead_letters import read_dead_letters
+from tests.support.fault_injection import check_invariants, record_scenario, seed_due
+from tests.support.fault_injection import (
+    write_reliability_results as write_reliability_results,  # autouse fixture
+)
 
 pytestmark = pytest.mark.faults
 
@@ -56,7 +60,7 @@ def engine_with(services: LocalServices, clock: TestClock) -> Iterator[Callable[
 
 def invoke(engine: DonationEngine, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     monkeypatch.setattr(app, "_engine", engine)
-    result: dict[str, Any] = app.lambda_handler(SCHEDULED_EVENT, FakeLambdaContext())
+    result: dict[str, Any] = app.lambda_handler(SCHEDULED_EVENT, LocalLambdaContext())
     return result
 
 

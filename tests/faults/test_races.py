@@ -12,9 +12,6 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from conftest import TestClock
-from fault_injection import check_invariants, record_scenario, seed_due
-from fault_injection import write_reliability_results as write_reliability_results  # autouse fixture
 
 from donation_processor.adapters.mongo_connection import get_database
 from donation_processor.config import load_settings
@@ -22,7 +19,12 @@ from donation_processor.engine import DonationEngine
 from donation_processor.invocation import RunRequest
 from donation_processor.summary import RunSummary
 from donation_processor.wiring import build_engine
-from harness.local_services import LocalServices
+from harness.local.services import LocalServices
+from tests.support.clock import TestClock
+from tests.support.fault_injection import check_invariants, record_scenario, seed_due
+from tests.support.fault_injection import (
+    write_reliability_results as write_reliability_results,  # autouse fixture
+)
 
 pytestmark = pytest.mark.faults
 
@@ -97,13 +99,11 @@ def test_concurrent_containers_charge_each_period_once_and_the_losers_skip(
 
 
 _CHILD = """
-import json, os, sys
+import json
 import app
-class Context:
-    function_name = "ScheduledDonationsFunction"; memory_limit_in_mb = 512; aws_request_id = "race"
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:ScheduledDonationsFunction"
-    def get_remaining_time_in_millis(self): return 900_000
-print("SUMMARY " + json.dumps(app.lambda_handler(json.load(open("events/scheduled.json")), Context())))
+from harness.local.lambda_context import LocalLambdaContext
+event = json.load(open("events/scheduled.json"))
+print("SUMMARY " + json.dumps(app.lambda_handler(event, LocalLambdaContext(aws_request_id="race"))))
 """
 
 

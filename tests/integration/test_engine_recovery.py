@@ -7,15 +7,16 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from conftest import TestClock, read_dead_letters
 
 from donation_processor.adapters.donation_store import MongoDonationStore
 from donation_processor.engine import DonationEngine, EngineDependencies
 from donation_processor.invocation import RunRequest
 from donation_processor.ports import Claim
-from harness.local_services import LocalServices
-from harness.seed import GENERIC_DECLINE, INSUFFICIENT_FUNDS, scheduled_donation
-from harness.stripe_server import Fault
+from harness.local.seed import GENERIC_DECLINE, INSUFFICIENT_FUNDS, scheduled_donation
+from harness.local.services import LocalServices
+from harness.local.stripe_server import Fault
+from tests.support.clock import TestClock
+from tests.support.dead_letters import read_dead_letters
 
 SCHEDULED = RunRequest(source="schedule")
 PLENTY_OF_TIME: Callable[[], int] = lambda: 900_000  # noqa: E731

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FakeLambdaContext, TestClock, read_dead_letters
 
 import app
 from donation_processor.config import load_settings
@@ -19,16 +18,19 @@ from donation_processor.engine import DonationEngine
 from donation_processor.exceptions import InvalidEventError, LockUnavailableError
 from donation_processor.ports import LockLease
 from donation_processor.wiring import build_engine
-from harness.aws_local import load_template
-from harness.emf import emitted_metrics, namespaces
-from harness.local_services import LOCAL_STRIPE_KEY, LocalServices
-from harness.seed import (
+from harness.local.aws_local import load_template
+from harness.local.emf import emitted_metrics, namespaces
+from harness.local.lambda_context import LocalLambdaContext
+from harness.local.seed import (
     AUTHENTICATION_REQUIRED,
     INSUFFICIENT_FUNDS,
     STOLEN_CARD,
     naive_utc,
     scheduled_donation,
 )
+from harness.local.services import LOCAL_STRIPE_KEY, LocalServices
+from tests.support.clock import TestClock
+from tests.support.dead_letters import read_dead_letters
 
 SCHEDULED_EVENT = json.loads(Path("events/scheduled.json").read_text())
 
@@ -93,7 +95,7 @@ def live_holder(handler_env: LocalServices, clock: TestClock, monkeypatch: pytes
 
 
 def test_scheduled_run_charges_each_due_donation_once_and_moves_the_schedule_on(
-    handler_env: LocalServices, lambda_context: FakeLambdaContext
+    handler_env: LocalServices, lambda_context: LocalLambdaContext
 ) -> None:
     # GIVEN three monthly donations due an hour ago
     ids = _seed(handler_env, 3)
@@ -118,7 +120,7 @@ def test_scheduled_run_charges_each_due_donation_once_and_moves_the_schedule_on(
 
 
 def test_the_summary_has_every_documented_field(
-    handler_env: LocalServices, lambda_context: FakeLambdaContext
+    handler_env: LocalServices, lambda_context: LocalLambdaContext
 ) -> None:
     # GIVEN one due donation
     _seed(handler_env)
@@ -144,7 +146,7 @@ def test_the_summary_has_every_documented_field(
 
 
 def test_concurrent_invocations_charge_each_period_once_and_losers_skip(
-    handler_env: LocalServices, lambda_context: FakeLambdaContext
+    handler_env: LocalServices, lambda_context: LocalLambdaContext
 ) -> None:
     # GIVEN twenty due donations and a Stripe that answers slowly enough for the runs to overlap
     _seed(handler_env, 20)
@@ -176,7 +178,7 @@ def test_concurrent_invocations_charge_each_period_once_and_losers_skip(
 
 
 def test_a_malformed_event_is_rejected_by_field_and_nothing_is_charged(
-    handler_env: LocalServices, lambda_context: FakeLambdaContext
+    handler_env: LocalServices, lambda_context: LocalLambdaContext
 ) -> None:
     # GIVEN a due donation
     _seed(handler_env)
@@ -191,7 +193,7 @@ def test_a_malformed_event_is_rejected_by_field_and_nothing_is_charged(
 
 
 def test_manual_event_charges_only_the_named_donations(
-    handler_env: LocalServices, lambda_context: FakeLambdaContext
+    handler_env: LocalServices, lambda_context: LocalLambdaContext
 ) -> None:
     # GIVEN three due donations
     ids = _seed(handler_env, 3)
@@ -207,7 +209,7 @@ def test_manual_event_charges_only_the_named_donations(
 
 
 def test_dry_run_reports_without_charging_claiming_or_locking(
-    handler_env: LocalServices, lambda_context: FakeLambdaContext
+    handler_env: LocalServices, lambda_context: LocalLambdaContext
 ) -> None:
     # GIVEN two valid due donations and one malformed
     _seed(handler_env, 2)
@@ -226,7 +228,7 @@ def test_dry_run_reports_without_charging_claiming_or_locking(
 
 
 def test_malformed_documents_are_not_charged_marked_invalid_and_dead_lettered(
-    handler_env: LocalServices, lambda_context: FakeLambdaContext
+    handler_env: LocalServices, lambda_context: LocalLambdaContext
 ) -> None:
     # GIVEN one good donation and four broken ones
     good = _seed(handler_env)[0]
@@ -256,7 +258,7 @@ def test_malformed_documents_are_not_charged_marked_invalid_and_dead_lettered(
 
 
 def test_dead_letters_carry_what_an_operator_needs_and_no_personal_data(
-    handler_env: LocalServices, lambda_context: FakeLambdaContext
+    handler_env: LocalServices, lambda_context: LocalLambdaContext
 ) -> None:
     # GIVEN a donation on a stolen card whose document also holds personal data
     donation_id = _seed(
@@ -290,7 +292,7 @@ def test_dead_letters_carry_what_an_operator_needs_and_no_personal_data(
 
 
 def test_authentication_required_stops_the_schedule_and_dead_letters_it(
-    handler_env: LocalServices, lambda_context: FakeLambdaContext
+    handler_env: LocalServices, lambda_context: LocalLambdaContext
 ) -> None:
     # GIVEN a donation whose card needs the donor to authenticate
     donation_id = _seed(handler_env, 1, payment_method_id=AUTHENTICATION_REQUIRED)[0]
@@ -310,7 +312,7 @@ def test_authentication_required_stops_the_schedule_and_dead_letters_it(
 
 
 def test_a_soft_decline_is_not_retried_in_the_run_and_waits_for_the_dunning_schedule(
-    handler_env: LocalServices, lambda_context: FakeLambdaContext
+    handler_env: LocalServices, lambda_context: LocalLambdaContext
 ) -> None:
     # GIVEN a donation whose card has insufficient funds
     donation_id = _seed(handler_env, 1, payment_method_id=INSUFFICIENT_FUNDS)[0]
@@ -339,7 +341,7 @@ def test_a_soft_decline_is_not_retried_in_the_run_and_waits_for_the_dunning_sche
 
 def test_lock_held_by_a_live_run_skips_and_reports_contention(
     handler_env: LocalServices,
-    lambda_context: FakeLambdaContext,
+    lambda_context: LocalLambdaContext,
     live_holder: LiveHolder,
     capfd: pytest.CaptureFixture[str],
 ) -> None:
@@ -361,7 +363,7 @@ def test_lock_held_by_a_live_run_skips_and_reports_contention(
 
 def test_unreachable_lock_table_refuses_to_run(
     handler_env: LocalServices,
-    lambda_context: FakeLambdaContext,
+    lambda_context: LocalLambdaContext,
     monkeypatch: pytest.MonkeyPatch,
     capfd: pytest.CaptureFixture[str],
 ) -> None:
@@ -379,7 +381,7 @@ def test_unreachable_lock_table_refuses_to_run(
 
 
 def test_every_required_metric_is_emitted_in_emf(
-    handler_env: LocalServices, lambda_context: FakeLambdaContext, capfd: pytest.CaptureFixture[str]
+    handler_env: LocalServices, lambda_context: LocalLambdaContext, capfd: pytest.CaptureFixture[str]
 ) -> None:
     # GIVEN one good and one declined donation
     _seed(handler_env)
@@ -406,7 +408,7 @@ def test_every_required_metric_is_emitted_in_emf(
 
 
 def test_logs_carry_the_run_id_and_donation_id_and_no_secrets(
-    handler_env: LocalServices, lambda_context: FakeLambdaContext, log_stream: io.StringIO
+    handler_env: LocalServices, lambda_context: LocalLambdaContext, log_stream: io.StringIO
 ) -> None:
     # GIVEN a good and a declined donation
     _seed(handler_env)
@@ -433,7 +435,7 @@ def test_logs_carry_the_run_id_and_donation_id_and_no_secrets(
 
 def test_every_custom_metric_alarm_watches_a_metric_the_handler_really_emits(
     handler_env: LocalServices,
-    lambda_context: FakeLambdaContext,
+    lambda_context: LocalLambdaContext,
     live_holder: LiveHolder,
     capfd: pytest.CaptureFixture[str],
 ) -> None:

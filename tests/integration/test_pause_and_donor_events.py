@@ -11,15 +11,16 @@ from typing import Any
 import boto3
 import pytest
 from aws_lambda_powertools.utilities.parameters import clear_caches
-from conftest import FakeLambdaContext
 
 import app
 from donation_processor.donor_event_types import DETAIL_TYPES
 from donation_processor.exceptions import PauseSwitchUnavailableError
-from harness.aws_local import client_kwargs
-from harness.donor_event_samples import create_event_sink, file_name, seed_one_of_each
-from harness.local_services import LocalServices
-from harness.seed import scheduled_donation
+from harness.local.aws_local import client_kwargs
+from harness.local.event_sink import create_event_sink
+from harness.local.lambda_context import LocalLambdaContext
+from harness.local.seed import scheduled_donation
+from harness.local.services import LocalServices
+from harness.reports.donor_event_samples import file_name, seed_one_of_each
 
 SCHEDULED_EVENT = json.loads(Path("events/scheduled.json").read_text())
 SAMPLES = Path("events/donor")
@@ -57,7 +58,7 @@ def _seed(services: LocalServices, count: int = 2) -> None:
 
 
 def test_a_paused_job_charges_nothing_and_says_so_then_resumes(
-    handler_env: LocalServices, lambda_context: FakeLambdaContext, pause_parameter: str
+    handler_env: LocalServices, lambda_context: LocalLambdaContext, pause_parameter: str
 ) -> None:
     # GIVEN two due donations and an operator who paused charging
     _seed(handler_env)
@@ -76,7 +77,7 @@ def test_a_paused_job_charges_nothing_and_says_so_then_resumes(
 
 
 def test_an_unreadable_pause_switch_stops_the_job_rather_than_charging(
-    handler_env: LocalServices, lambda_context: FakeLambdaContext, pause_parameter: str
+    handler_env: LocalServices, lambda_context: LocalLambdaContext, pause_parameter: str
 ) -> None:
     # GIVEN a switch holding a value that is neither running nor paused
     _seed(handler_env)
@@ -90,7 +91,7 @@ def test_an_unreadable_pause_switch_stops_the_job_rather_than_charging(
 
 
 def test_a_missing_pause_parameter_fails_closed(
-    handler_env: LocalServices, lambda_context: FakeLambdaContext, monkeypatch: pytest.MonkeyPatch
+    handler_env: LocalServices, lambda_context: LocalLambdaContext, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # GIVEN a switch name that does not exist in SSM
     _seed(handler_env)
@@ -114,7 +115,7 @@ def _shape(value: Any) -> Any:
 
 
 def test_each_outcome_publishes_a_donor_event_shaped_like_its_sample(
-    handler_env: LocalServices, lambda_context: FakeLambdaContext, monkeypatch: pytest.MonkeyPatch
+    handler_env: LocalServices, lambda_context: LocalLambdaContext, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # GIVEN a bus whose events land on a queue, and one donation for each donor-facing outcome
     sink = create_event_sink(handler_env.moto.endpoint_url, f"donor-{uuid.uuid4().hex[:8]}")
@@ -143,7 +144,7 @@ def test_each_outcome_publishes_a_donor_event_shaped_like_its_sample(
 
 
 def test_the_same_outcome_keeps_the_same_event_id_so_consumers_can_deduplicate(
-    handler_env: LocalServices, lambda_context: FakeLambdaContext, monkeypatch: pytest.MonkeyPatch
+    handler_env: LocalServices, lambda_context: LocalLambdaContext, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # GIVEN a bus and one due donation
     sink = create_event_sink(handler_env.moto.endpoint_url, f"donor-{uuid.uuid4().hex[:8]}")

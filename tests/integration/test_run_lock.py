@@ -12,7 +12,6 @@ from typing import Any
 import boto3
 import pytest
 from botocore.config import Config
-from conftest import TestClock
 
 from donation_processor.adapters.donation_store import MongoDonationStore
 from donation_processor.adapters.run_lock import DynamoDbRunLock
@@ -21,9 +20,10 @@ from donation_processor.exceptions import LockContendedError, LockLostError, Loc
 from donation_processor.invocation import RunRequest
 from donation_processor.lease_keeper import LeaseKeeper
 from donation_processor.ports import LockLease, PaymentIntentResult
-from harness.aws_local import dynamodb_client
-from harness.local_services import LocalServices
-from harness.seed import scheduled_donation
+from harness.local.aws_local import dynamodb_client
+from harness.local.seed import scheduled_donation
+from harness.local.services import LocalServices
+from tests.support.clock import TestClock
 
 LOCK_KEY = {"lockId": {"S": "scheduled-donations"}}
 LEASE_SECONDS = 60

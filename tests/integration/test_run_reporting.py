@@ -11,17 +11,17 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from conftest import TestClock
 
 from donation_processor.engine import DonationEngine, EngineDependencies
 from donation_processor.exceptions import StoreError
 from donation_processor.invocation import RunRequest
 from donation_processor.observability import metrics, publish_run_metrics
-from harness.aws_local import dynamodb_client
-from harness.emf import emitted_metrics
-from harness.local_services import LocalServices
-from harness.seed import scheduled_donation
-from harness.stripe_server import Fault
+from harness.local.aws_local import dynamodb_client
+from harness.local.emf import emitted_metrics
+from harness.local.seed import scheduled_donation
+from harness.local.services import LocalServices
+from harness.local.stripe_server import Fault
+from tests.support.clock import TestClock
 
 SCHEDULED = RunRequest(source="schedule")
 

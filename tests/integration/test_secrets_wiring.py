@@ -8,20 +8,20 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import FakeLambdaContext
 
 import app
 from donation_processor.exceptions import SecretError
-from harness.aws_local import create_secret, secretsmanager_client
-from harness.local_services import LOCAL_STRIPE_KEY, LocalServices
-from harness.seed import scheduled_donation
+from harness.local.aws_local import create_secret, secretsmanager_client
+from harness.local.lambda_context import LocalLambdaContext
+from harness.local.seed import scheduled_donation
+from harness.local.services import LOCAL_STRIPE_KEY, LocalServices
 
 SCHEDULED_EVENT = json.loads(Path("events/scheduled.json").read_text())
 
 
 def test_the_handler_reads_both_secrets_from_secrets_manager_and_charges(
     handler_env: LocalServices,
-    lambda_context: FakeLambdaContext,
+    lambda_context: LocalLambdaContext,
     monkeypatch: pytest.MonkeyPatch,
     log_stream: io.StringIO,
 ) -> None:
@@ -51,7 +51,7 @@ def test_the_handler_reads_both_secrets_from_secrets_manager_and_charges(
 
 
 def test_a_missing_secret_fails_clearly_before_anything_is_charged(
-    handler_env: LocalServices, lambda_context: FakeLambdaContext, monkeypatch: pytest.MonkeyPatch
+    handler_env: LocalServices, lambda_context: LocalLambdaContext, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # GIVEN a Stripe secret name that does not exist
     monkeypatch.delenv("STRIPE_SECRET_KEY")

@@ -10,8 +10,8 @@ import pytest
 from donation_processor.adapters.stripe_payments import StripePayments, build_stripe_client
 from donation_processor.charge_outcome import FailureKind, PaymentFailed
 from donation_processor.rate_limiter import RateLimiter
-from harness.bench_stripe import create_customers, stripe_client
-from harness.stripe_server import RunningStripeServer
+from harness.bench.stripe_process import create_customers, stripe_client
+from harness.local.stripe_server import RunningStripeServer
 
 API_KEY = "sk_test_adapter"
 

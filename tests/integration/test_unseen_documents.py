@@ -11,12 +11,11 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from conftest import TestClock
-
 from donation_processor.engine import DonationEngine
 from donation_processor.invocation import RunRequest
-from harness.local_services import LocalServices
-from harness.seed import scheduled_donation
+from harness.local.seed import scheduled_donation
+from harness.local.services import LocalServices
+from tests.support.clock import TestClock
 
 SCHEDULED = "scheduled_donations"
 

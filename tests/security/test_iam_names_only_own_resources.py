@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from samtranslator.translator.transform import transform
 
-from harness.aws_local import load_template
+from harness.local.aws_local import load_template
 
 ROOT = Path(__file__).resolve().parents[2]
 FUNCTION = "ScheduledDonationsFunction"

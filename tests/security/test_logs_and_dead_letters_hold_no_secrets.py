@@ -19,14 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FakeLambdaContext, read_dead_letters
 
 import app
 from donation_processor.config import load_settings
 from donation_processor.exceptions import PaymentsUnavailableError
 from donation_processor.observability import logger
-from harness.local_services import LOCAL_STRIPE_KEY, LocalServices
-from harness.seed import (
+from harness.local.lambda_context import LocalLambdaContext
+from harness.local.seed import (
     AUTHENTICATION_REQUIRED,
     GENERIC_DECLINE,
     INSUFFICIENT_FUNDS,
@@ -35,7 +34,9 @@ from harness.seed import (
     SUCCEEDS,
     scheduled_donation,
 )
-from harness.stripe_server import Fault
+from harness.local.services import LOCAL_STRIPE_KEY, LocalServices
+from harness.local.stripe_server import Fault
+from tests.support.dead_letters import read_dead_letters
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEDULED_EVENT = json.loads((ROOT / "events" / "scheduled.json").read_text(encoding="utf-8"))
@@ -170,7 +171,7 @@ def _fields_the_run_wrote(services: LocalServices, seeded: dict[Any, dict[str, A
 
 def test_logs_dead_letters_and_records_hold_no_secret_and_no_personal_data(
     handler_env: LocalServices,
-    lambda_context: FakeLambdaContext,
+    lambda_context: LocalLambdaContext,
     log_stream: io.StringIO,
     capfd: pytest.CaptureFixture[str],
     debug_logging: pytest.LogCaptureFixture,
@@ -228,7 +229,7 @@ def test_logs_dead_letters_and_records_hold_no_secret_and_no_personal_data(
 
 def test_a_rejected_stripe_key_is_not_echoed_into_logs_or_records(
     handler_env: LocalServices,
-    lambda_context: FakeLambdaContext,
+    lambda_context: LocalLambdaContext,
     log_stream: io.StringIO,
     capfd: pytest.CaptureFixture[str],
     debug_logging: pytest.LogCaptureFixture,

@@ -16,7 +16,7 @@ import pytest
 
 from donation_processor.adapters import pause_switch
 from donation_processor.metric_names import ALL_METRICS
-from harness.aws_local import load_template
+from harness.local.aws_local import load_template
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNBOOK_PATH = ROOT / "docs" / "RUNBOOK.md"

@@ -11,7 +11,7 @@ import pytest
 
 from donation_processor.config import load_settings
 from donation_processor.metric_names import ALL_METRICS
-from harness.aws_local import load_template
+from harness.local.aws_local import load_template
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE_PATH = ROOT / "template.yaml"

@@ -13,9 +13,9 @@ from donation_processor.engine import DonationEngine
 from donation_processor.invocation import RunRequest
 from donation_processor.summary import RunSummary
 from donations_cli.main import main
-from harness.aws_local import sqs_client
-from harness.local_services import LocalServices
-from harness.seed import scheduled_donation
+from harness.local.aws_local import sqs_client
+from harness.local.seed import scheduled_donation
+from harness.local.services import LocalServices
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from donation_processor.ports import Claim, LockLease
-from harness.local_services import LocalServices
-from harness.seed import scheduled_donation
+from harness.local.seed import scheduled_donation
+from harness.local.services import LocalServices
 
 
 class SimulatedCrash(BaseException):

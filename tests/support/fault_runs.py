@@ -15,14 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FakeLambdaContext, TestClock
-from fault_injection import CrashingLock, CrashingStore, CrashSwitch, DyingPayments
 
 import app
 from donation_processor.config import load_settings
 from donation_processor.engine import DonationEngine
 from donation_processor.wiring import build_engine
-from harness.local_services import LocalServices
+from harness.local.lambda_context import LocalLambdaContext
+from harness.local.services import LocalServices
+from tests.support.clock import TestClock
+from tests.support.fault_injection import CrashingLock, CrashingStore, CrashSwitch, DyingPayments
 
 SCHEDULED_EVENT = json.loads(Path("events/scheduled.json").read_text())
 # Past the 15-minute claim lease. A dead run's lock is taken over by the next run after one lock lease of
@@ -75,5 +76,5 @@ def engine_for_fixture(services: LocalServices, clock: TestClock) -> Iterator[Ca
 def invoke(engine: DonationEngine, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     """The real handler, with this engine as the warm container's."""
     monkeypatch.setattr(app, "_engine", engine)
-    result: dict[str, Any] = app.lambda_handler(SCHEDULED_EVENT, FakeLambdaContext())
+    result: dict[str, Any] = app.lambda_handler(SCHEDULED_EVENT, LocalLambdaContext())
     return result
