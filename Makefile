@@ -30,12 +30,10 @@ PYTHON313 := $(shell for c in "$$(PYENV_VERSION=3.13.0 pyenv which python3 2>/de
 
 .PHONY: help venv lint typecheck validate security build build-check unit test demo reliability bench clean
 
-help:
-	@echo "make demo   - run the job locally against moto, mongomock and the local Stripe server"
-	@echo "make test   - ruff, mypy, sam validate --lint, make security and pytest (installs everything first)"
-	@echo "make security - cfn-lint with the serverless rules and checkov on template.yaml"
-	@echo "make reliability - fault-injection suite; regenerates docs/RELIABILITY.md"
-	@echo "make bench  - throughput and memory benchmark"
+# Every target a person may run carries a "## what it does" comment; `make help` prints them all.
+help: ## list every target
+	@grep -E '^[a-z][a-z-]*:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## (.*)$$/\1\t\2/' | \
+		awk -F'\t' '{ printf "make %-13s %s\n", $$1, $$2 }'
 
 $(STAMP): requirements-dev.txt layers/shared/requirements.txt
 	@if [ -z "$(PYTHON313)" ]; then \
@@ -49,16 +47,16 @@ $(STAMP): requirements-dev.txt layers/shared/requirements.txt
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
-venv: $(STAMP)
+venv: $(STAMP) ## build .venv (Python 3.13) with every pinned requirement and the `donations` CLI
 
-lint: venv
+lint: venv ## ruff check and ruff format --check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-typecheck: venv
+typecheck: venv ## mypy, strict
 	$(BIN)/mypy
 
-validate: venv
+validate: venv ## sam validate --lint on template.yaml
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/sam validate --lint --template-file template.yaml
 
 $(SECURITY_STAMP): requirements-security.txt
@@ -72,36 +70,37 @@ $(SECURITY_STAMP): requirements-security.txt
 
 # IaC scanning; any finding not justified in place in template.yaml (Metadata cfn-lint ignore_checks or
 # checkov skip, each with its reason) fails the build.
-security: $(SECURITY_STAMP)
+security: $(SECURITY_STAMP) ## cfn-lint with the serverless rules and checkov on template.yaml (own venv)
 	$(SECURITY_BIN)/cfn-lint --append-rules cfn_lint_serverless.rules -- template.yaml
 	$(CHECKOV) --framework cloudformation --file template.yaml
 
-build: venv
+build: venv ## sam build: the function and the arm64 layer in .aws-sam/
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/sam build --template-file template.yaml
 
 # Proves the deployable artefact: the layer holds our package and arm64 builds of the compiled wheels.
-build-check: build
+build-check: build ## sam build, then check the layer and function artefacts
 	test -f .aws-sam/build/SharedLayer/python/donation_processor/engine.py
 	ls .aws-sam/build/SharedLayer/python/bson/ | grep -q 'aarch64'
 	test -f .aws-sam/build/ScheduledDonationsFunction/app.py
 	@echo "build-check: layer and function artefacts OK"
 
 # The fast tier: pure rules and the engine on in-memory fakes, no sockets (seconds).
-unit: venv
+unit: venv ## the fast tier only: pure rules and the engine on in-memory fakes (seconds)
 	$(BIN)/pytest tests/unit tests/fast -q
 
-test: lint typecheck validate security
+test: lint typecheck validate security ## everything CI runs: lint, typecheck, validate, security and the whole pytest suite
 	$(BIN)/pytest -q
 
-demo: venv
+demo: venv ## run the job locally against moto, mongomock and the local Stripe server, twice
 	PYTHONPATH=$(RUN_PYTHONPATH) $(BIN)/python -m harness.local.demo
 
 # Runs the fault-injection suite and regenerates docs/RELIABILITY.md from its figures.
-reliability: venv
+reliability: venv ## fault-injection suite; regenerates docs/RELIABILITY.md
 	PYTHONPATH=$(RUN_PYTHONPATH) $(BIN)/python -m harness.reports.reliability
 
-bench: venv
+bench: venv ## throughput and memory benchmark (about 30 min); regenerates docs/BENCHMARKS.md
 	PYTHONPATH=$(RUN_PYTHONPATH) $(BIN)/python -m harness.bench
 
-clean:
-	rm -rf $(VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache
+clean: ## remove everything make creates: venvs, build output, caches, egg-info
+	rm -rf $(VENV) $(SECURITY_VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info
+	find . -path ./.git -prune -o \( -name __pycache__ -o -name '*.pyc' \) -prune -exec rm -rf {} +
