@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from donation_processor.catch_up import MissedPeriods
-from donation_processor.config import DEFAULT_MONGODB_URI, Settings, load_settings
+from donation_processor.config import (
+    DEFAULT_MONGODB_URI,
+    DUNNING_SCHEDULE_DAYS,
+    SETTINGS,
+    ChoiceSetting,
+    DaysSetting,
+    FloatSetting,
+    IntSetting,
+    Settings,
+    TextSetting,
+    load_settings,
+)
 from donation_processor.exceptions import ConfigError
 
 MINIMAL = {
@@ -13,6 +26,7 @@ MINIMAL = {
     "LOCK_TABLE_NAME": "t",
     "DEAD_LETTER_QUEUE_URL": "http://localhost/q",
 }
+DEFAULTED = (IntSetting, FloatSetting, DaysSetting, ChoiceSetting, TextSetting)
 
 
 def _env(**changes: str | None) -> dict[str, str]:
@@ -193,3 +207,115 @@ def test_a_bad_missed_periods_policy_names_the_allowed_values() -> None:
     # THEN the error names the variable and both policies
     with pytest.raises(ConfigError, match="MISSED_PERIODS must be latest or all, got 'skip'"):
         load_settings(env)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The table of settings: one place for each default and range, and load_settings follows it.
+# ---------------------------------------------------------------------------------------------------------
+
+BOUNDED = [setting for setting in SETTINGS if isinstance(setting, (IntSetting, FloatSetting))]
+
+
+def test_the_table_declares_exactly_the_fields_of_settings() -> None:
+    # GIVEN the table of settings and the Settings dataclass
+    declared = [setting.env.lower() for setting in SETTINGS]
+
+    # WHEN the two are compared
+    fields = [field.name for field in dataclasses.fields(Settings)]
+
+    # THEN each field is read from the variable of the same name, and no variable is declared twice
+    assert sorted(declared) == sorted(fields)
+    assert len(set(declared)) == len(declared)
+
+
+def test_a_minimal_environment_gives_each_default_the_table_declares() -> None:
+    # GIVEN only the three required variables
+    # WHEN the settings are loaded
+    settings = load_settings(MINIMAL)
+
+    # THEN every setting with a default has exactly that default
+    with_default = [setting for setting in SETTINGS if isinstance(setting, DEFAULTED)]
+    assert with_default, "no setting declares a default"
+    for setting in with_default:
+        assert getattr(settings, setting.env.lower()) == setting.default, setting.env
+
+
+@pytest.mark.parametrize("setting", BOUNDED, ids=lambda setting: setting.env)
+def test_each_bounded_setting_accepts_its_bounds_and_refuses_beyond_them(
+    setting: IntSetting | FloatSetting,
+) -> None:
+    # GIVEN the bounds the table declares, and values just outside them
+    step = 1 if isinstance(setting, IntSetting) else setting.minimum / 2
+    below, above = setting.minimum - step, setting.maximum + step
+
+    # WHEN each bound is loaded
+    # THEN it is accepted as is
+    for bound in (setting.minimum, setting.maximum):
+        assert getattr(load_settings(_env(**{setting.env: str(bound)})), setting.env.lower()) == bound
+
+    # AND a value beyond either bound is refused with a message naming the variable and its range
+    for outside in (below, above):
+        with pytest.raises(ConfigError) as raised:
+            load_settings(_env(**{setting.env: str(outside)}))
+        assert str(raised.value).startswith(
+            f"{setting.env} must be between {setting.minimum} and {setting.maximum}, got "
+        )
+
+
+def test_the_dunning_days_bounds_come_from_the_table() -> None:
+    # GIVEN the dunning schedule's bounds per day
+    low, high = DUNNING_SCHEDULE_DAYS.minimum, DUNNING_SCHEDULE_DAYS.maximum
+
+    # WHEN a schedule spanning both bounds is loaded
+    settings = load_settings(_env(DUNNING_SCHEDULE_DAYS=f"{low},{high}"))
+
+    # THEN it is accepted, and one day beyond the upper bound is refused naming the range
+    assert settings.dunning_schedule_days == (low, high)
+    with pytest.raises(
+        ConfigError, match=f"DUNNING_SCHEDULE_DAYS days must each be between {low} and {high}"
+    ):
+        load_settings(_env(DUNNING_SCHEDULE_DAYS=f"{low},{high + 1}"))
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("STRIPE_SECRET_KEY", "pk_live_S3cretValue"),
+        ("MONGODB_URI", "postgres://admin:hunter2@db"),
+        ("STRIPE_SECRET_NAME", "prod stripe hunter2"),
+    ],
+)
+def test_a_text_setting_that_breaks_its_rule_is_named_with_the_rule_never_the_value(
+    variable: str, value: str
+) -> None:
+    # GIVEN a value that breaks the rule of its variable, and no conflicting source
+    changes: dict[str, str | None] = {variable: value}
+    if variable == "STRIPE_SECRET_NAME":
+        changes["STRIPE_SECRET_KEY"] = None
+
+    # WHEN the settings are loaded
+    with pytest.raises(ConfigError) as raised:
+        load_settings(_env(**changes))
+
+    # THEN the message is the variable and its rule, and holds nothing of the value
+    rule = next(setting.allowed_text() for setting in SETTINGS if setting.env == variable)
+    assert str(raised.value) == f"{variable} must be {rule}"
+    assert "hunter2" not in str(raised.value)
+    assert "S3cret" not in str(raised.value)
+
+
+def test_every_setting_describes_its_default_its_range_and_its_meaning() -> None:
+    # GIVEN the table
+    # WHEN each setting is described as the documentation shows it
+    described = {
+        setting.env: (setting.default_text(), setting.allowed_text(), setting.meaning) for setting in SETTINGS
+    }
+
+    # THEN no description is empty, and a few read as the reader expects
+    assert all(all(part.strip() for part in parts) for parts in described.values())
+    assert described["BATCH_SIZE"][:2] == ("`50`", "1 to 1000")
+    assert described["STRIPE_MAX_RPS"][:2] == ("`80`", "0.1 to 10000")
+    assert described["DUNNING_SCHEDULE_DAYS"][:2] == ("`1,3,7`", "comma-separated, each 1 to 60")
+    assert described["MISSED_PERIODS"][:2] == ("`latest`", "`latest` or `all`")
+    assert described["LOCK_TABLE_NAME"][0] == "required"
+    assert described["PAUSE_PARAMETER_NAME"][0] == "unset"
