@@ -28,24 +28,29 @@ PARAMETER_ARN = re.compile(
     r"\$\{(?P<resource>[A-Za-z0-9]+)\}$"
 )
 RUNBOOK_LINK = re.compile(r"Runbook: docs/RUNBOOK\.md#(?P<anchor>[a-z0-9-]+)$")
-# Parameter-backed settings of the function: env var -> (parameter, default CloudFormation must use).
-PARAMETER_SETTINGS: dict[str, tuple[str, object]] = {
-    "MONGODB_SECRET_NAME": ("MongoDbSecretName", "scheduled-donations/mongodb-uri"),
-    "MONGODB_DATABASE": ("MongoDbDatabase", "donations"),
-    "STRIPE_SECRET_NAME": ("StripeSecretName", "scheduled-donations/stripe-secret-key"),
-    "BATCH_SIZE": ("BatchSize", 50),
-    "MAX_CONCURRENCY": ("MaxConcurrency", 128),
-    "STRIPE_MAX_RPS": ("StripeMaxRps", 80),
-    "MAX_ATTEMPTS": ("MaxAttempts", 4),
-    "DUNNING_SCHEDULE_DAYS": ("DunningScheduleDays", "1,3,7"),
-    "TIME_MARGIN_SECONDS": ("TimeMarginSeconds", 90),
-    "CIRCUIT_BREAKER_THRESHOLD": ("CircuitBreakerThreshold", 5),
-    "CIRCUIT_COOL_DOWN_SECONDS": ("CircuitCoolDownSeconds", 1),
-    "CIRCUIT_OUTAGE_WINDOW_SECONDS": ("CircuitOutageWindowSeconds", 120),
-    "SYSTEMIC_FAILURE_THRESHOLD": ("SystemicFailureThreshold", 3),
-    "OVERDUE_AFTER_HOURS": ("OverdueAfterHours", 24),
-    "MISSED_PERIODS": ("MissedPeriods", "latest"),
-    "CATCH_UP_MIN_INTERVAL_HOURS": ("CatchUpMinIntervalHours", 24),
+# Parameter-backed settings of the function: env var -> parameter. Their defaults and bounds are config.py's,
+# checked in test_template_settings.py.
+PARAMETER_SETTINGS: dict[str, str] = {
+    "MONGODB_SECRET_NAME": "MongoDbSecretName",
+    "MONGODB_DATABASE": "MongoDbDatabase",
+    "STRIPE_SECRET_NAME": "StripeSecretName",
+    "BATCH_SIZE": "BatchSize",
+    "MAX_CONCURRENCY": "MaxConcurrency",
+    "STRIPE_MAX_RPS": "StripeMaxRps",
+    "MAX_ATTEMPTS": "MaxAttempts",
+    "DUNNING_SCHEDULE_DAYS": "DunningScheduleDays",
+    "TIME_MARGIN_SECONDS": "TimeMarginSeconds",
+    "CIRCUIT_BREAKER_THRESHOLD": "CircuitBreakerThreshold",
+    "CIRCUIT_COOL_DOWN_SECONDS": "CircuitCoolDownSeconds",
+    "CIRCUIT_OUTAGE_WINDOW_SECONDS": "CircuitOutageWindowSeconds",
+    "SYSTEMIC_FAILURE_THRESHOLD": "SystemicFailureThreshold",
+    "OVERDUE_AFTER_HOURS": "OverdueAfterHours",
+    "MISSED_PERIODS": "MissedPeriods",
+    "CATCH_UP_MIN_INTERVAL_HOURS": "CatchUpMinIntervalHours",
+    "STRIPE_TIMEOUT_SECONDS": "StripeTimeoutSeconds",
+    "STRIPE_RETRY_ATTEMPTS": "StripeRetryAttempts",
+    "CLAIM_LEASE_SECONDS": "ClaimLeaseSeconds",
+    "LOCK_LEASE_SECONDS": "LockLeaseSeconds",
 }
 LOCAL_ONLY_VARIABLES = ("MONGODB_URI", "STRIPE_SECRET_KEY", "STRIPE_API_BASE", "AWS_ENDPOINT_URL")
 
@@ -404,9 +409,9 @@ def test_function_environment_is_wired_to_parameters_and_resources(template: dic
     assert variables["DEAD_LETTER_QUEUE_URL"] == {"Ref": "DeadLetterQueue"}
     assert variables["PAUSE_PARAMETER_NAME"] == {"Ref": "PauseParameter"}
     assert variables["DONOR_EVENT_BUS_NAME"] == {"Ref": "DonorEventBus"}
-    for name, (parameter, default) in PARAMETER_SETTINGS.items():
+    for name, parameter in PARAMETER_SETTINGS.items():
         assert variables[name] == {"Ref": parameter}, name
-        assert parameters[parameter]["Default"] == default, parameter
+        assert parameter in parameters, parameter
     assert globals_["POWERTOOLS_SERVICE_NAME"] == "scheduled-donations"
     assert globals_["POWERTOOLS_METRICS_NAMESPACE"] == {"Ref": "MetricsNamespace"}
     assert globals_["LOG_LEVEL"] == {"Ref": "LogLevel"}
@@ -417,7 +422,7 @@ def test_parameter_defaults_are_settings_the_function_accepts(template: dict[str
     # Given the environment CloudFormation would set with every parameter at its default
     variables = function_properties(template)["Environment"]["Variables"]
     parameters = template["Parameters"]
-    env = {name: str(parameters[parameter]["Default"]) for name, (parameter, _) in PARAMETER_SETTINGS.items()}
+    env = {name: str(parameters[parameter]["Default"]) for name, parameter in PARAMETER_SETTINGS.items()}
     env |= {name: "" for name in LOCAL_ONLY_VARIABLES}
     env |= {"LOCK_TABLE_NAME": "stack-LockTable-ABC", "DEAD_LETTER_QUEUE_URL": "https://sqs.example/1/q"}
     assert set(env) <= set(variables) | set(template["Globals"]["Function"]["Environment"]["Variables"])
