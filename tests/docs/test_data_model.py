@@ -1,4 +1,4 @@
-"""The README's table of host-owned fields states each fact once, and every editable field has its test."""
+"""docs/DATA_MODEL.md's host-owned fields table says each fact once; each editable field has its test."""
 
 from __future__ import annotations
 
@@ -8,12 +8,13 @@ from pathlib import Path
 from donation_processor.validation import EDITABLE_FIELDS, HOST_OWNED_FIELDS
 
 ROOT = Path(__file__).resolve().parents[2]
-README = (ROOT / "README.md").read_text()
-PINNING_TESTS = (ROOT / "tests" / "faults" / "test_host_owned_fields.py").read_text()
+DATA_MODEL = (ROOT / "docs" / "DATA_MODEL.md").read_text(encoding="utf-8")
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+PINNING_TESTS = (ROOT / "tests" / "faults" / "test_host_owned_fields.py").read_text(encoding="utf-8")
 
 
 def _rows() -> dict[str, str]:
-    block = README.split("<!-- host-fields:start -->")[1].split("<!-- host-fields:end -->")[0]
+    block = DATA_MODEL.split("<!-- host-fields:start -->")[1].split("<!-- host-fields:end -->")[0]
     rows: dict[str, str] = {}
     for line in block.splitlines():
         match = re.match(r"\| `(\w+)` \| (.*) \|$", line)
@@ -22,8 +23,8 @@ def _rows() -> dict[str, str]:
     return rows
 
 
-def test_the_readme_lists_exactly_the_host_owned_fields_of_the_code() -> None:
-    # GIVEN the README's host-field table and the engine's list of host-owned fields
+def test_the_data_model_lists_exactly_the_host_owned_fields_of_the_code() -> None:
+    # GIVEN the data model's host-field table and the engine's list of host-owned fields
     # WHEN the rows are read
     rows = _rows()
 
@@ -31,10 +32,24 @@ def test_the_readme_lists_exactly_the_host_owned_fields_of_the_code() -> None:
     assert list(rows) == list(HOST_OWNED_FIELDS)
 
 
-def test_the_readme_marks_exactly_the_editable_fields_of_the_code() -> None:
+def test_the_data_model_marks_exactly_the_editable_fields_of_the_code() -> None:
+    # GIVEN the rows of the host-field table
     rows = _rows()
+
+    # WHEN the rows marked editable are picked out
     editable = [name for name, text in rows.items() if "*editable*" in text]
+
+    # THEN they are the engine's editable fields, in the same order
     assert editable == list(EDITABLE_FIELDS)
+
+
+def test_the_host_field_table_is_written_once() -> None:
+    # GIVEN the README and the data model
+    # WHEN the table's markers are counted in each
+    # THEN the table lives in the data model only; the README links to it
+    assert DATA_MODEL.count("<!-- host-fields:start -->") == 1
+    assert "host-fields:start" not in README
+    assert "docs/DATA_MODEL.md" in README
 
 
 def test_every_editable_field_is_edited_by_a_pinning_test() -> None:

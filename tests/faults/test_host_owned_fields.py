@@ -1,4 +1,4 @@
-"""One test per row of the README's table of host-owned fields: what the engine does when the host app
+"""One test per row of docs/DATA_MODEL.md's table of host-owned fields: what the engine does when the host app
 edits a field while a period is in dunning (its first attempt declined, a retry scheduled).
 
 The table itself is checked against `HOST_OWNED_FIELDS` in tests/docs; these tests pin the behaviour.
