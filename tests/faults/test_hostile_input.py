@@ -68,8 +68,9 @@ MISSING = object()  # a corruption value that deletes the field
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # BSON refuses wider ints at insert, so they never reach a run
 INJECTIONS: tuple[dict[str, Any], ...] = ({"$gt": ""}, {"$ne": None})
 
-# The event contract as README.md states it ("Invocation events and the summary"), written independently of
-# donation_processor.invocation so that a parser accepting a malformed event makes the test fail.
+# The event contract as docs/ARCHITECTURE.md states it ("Invocation events and the run summary"), written
+# independently of donation_processor.invocation so that a parser accepting a malformed event makes the test
+# fail.
 MANUAL_FIELDS = frozenset({"dryRun", "donationIds", "limit"})
 EVENT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 MAX_IDS, MAX_LIMIT = 1000, 1_000_000
