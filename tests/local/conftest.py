@@ -1,0 +1,77 @@
+"""Fixtures for the practice stack: the mongomock wire server in-process; `make local-up` on free ports."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from harness.local.mongo_wire_server import RunningMongoWireServer, start_mongo_wire_server
+from harness.project import PROJECT_ROOT
+from tests.support.practice import MAKE, WORKTREE_PYTHONPATH, forget_cached_client, free_port
+
+
+@pytest.fixture
+def wire_server() -> Iterator[RunningMongoWireServer]:
+    with start_mongo_wire_server() as server:
+        yield server
+        forget_cached_client(server.uri)
+
+
+@dataclass
+class PracticeStack:
+    """`make local-up` and friends, run as a person runs them, in their own directory and on free ports."""
+
+    env: dict[str, str]
+    directory: Path
+
+    def make(self, target: str, *variables: str) -> subprocess.CompletedProcess[str]:
+        return self.run([*MAKE, target, *variables])
+
+    def run(self, argv: Sequence[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(  # noqa: S603 - our own make targets and interpreter
+            list(argv),
+            cwd=PROJECT_ROOT,
+            env=env or self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    def pid_files(self) -> list[Path]:
+        return sorted(self.directory.glob("*.pid"))
+
+
+def _kill_leftovers(stack: PracticeStack) -> None:
+    """A failed local-down must not leave servers behind: stop what the pid files still name."""
+    for pid_file in stack.pid_files():
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.kill(int(pid_file.read_text().strip()), signal.SIGKILL)
+
+
+@pytest.fixture
+def practice_stack(tmp_path: Path) -> Iterator[PracticeStack]:
+    directory = tmp_path / "local"
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("AWS_", "MONGODB_"))}
+    env.pop("LOCAL_MONGODB_URI", None)
+    env.update(
+        LOCAL_DIR=str(directory),
+        LOCAL_MOTO_PORT=str(free_port()),
+        LOCAL_STRIPE_PORT=str(free_port()),
+        LOCAL_MONGO_PORT=str(free_port()),
+        LOCAL_MONGO_MODE="wire",
+        PYTHONPATH=WORKTREE_PYTHONPATH,
+    )
+    stack = PracticeStack(env, directory)
+    try:
+        yield stack
+    finally:
+        stack.make("local-down")
+        _kill_leftovers(stack)
