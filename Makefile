@@ -28,7 +28,8 @@ PYTHON313 := $(shell for c in "$$(PYENV_VERSION=3.13.0 pyenv which python3 2>/de
 	[ -n "$$c" ] && "$$c" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 13))' 2>/dev/null && { echo "$$c"; break; }; \
 	done)
 
-.PHONY: help venv lint typecheck validate security build build-check unit test demo reliability bench clean
+.PHONY: help venv lint typecheck validate security build build-check unit test demo reliability bench clean \
+	local-up local-down local-invoke
 
 # Every target a person may run carries a "## what it does" comment; `make help` prints them all.
 help: ## list every target
@@ -101,6 +102,19 @@ reliability: venv ## fault-injection suite; regenerates docs/RELIABILITY.md
 bench: venv ## throughput and memory benchmark (about 30 min); regenerates docs/BENCHMARKS.md
 	PYTHONPATH=$(RUN_PYTHONPATH) $(BIN)/python -m harness.bench
 
-clean: ## remove everything make creates: venvs, build output, caches, egg-info
-	rm -rf $(VENV) $(SECURITY_VENV) .aws-sam .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info
+# Practise locally (docs/RUNBOOK.md#practise-locally): moto, the Stripe-compatible server and a MongoDB as
+# background processes (pid files and logs in .local/); `source .local/env`, then run `donations ...`.
+# Ports: LOCAL_MOTO_PORT, LOCAL_STRIPE_PORT, LOCAL_MONGO_PORT; LOCAL_MONGODB_URI uses that MongoDB instead.
+local-up: venv ## start the practice stack: moto, the Stripe server, a MongoDB (then: source .local/env)
+	PYTHONPATH=$(RUN_PYTHONPATH) $(BIN)/python -m harness.local.local_up
+
+local-down: venv ## stop the practice stack and remove .local/env
+	PYTHONPATH=$(RUN_PYTHONPATH) $(BIN)/python -m harness.local.local_down
+
+local-invoke: venv ## one handler run against the practice stack [EVENT=events/manual_dry_run.json]
+	PYTHONPATH=$(RUN_PYTHONPATH) $(BIN)/python -m harness.local.local_invoke
+
+clean: ## remove everything make creates: venvs, the practice stack, build output, caches
+	@if [ -d .local ] && [ -x $(BIN)/python ]; then PYTHONPATH=$(RUN_PYTHONPATH) $(BIN)/python -m harness.local.local_down; fi
+	rm -rf $(VENV) $(SECURITY_VENV) .local .aws-sam .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info
 	find . -path ./.git -prune -o \( -name __pycache__ -o -name '*.pyc' \) -prune -exec rm -rf {} +
