@@ -5,16 +5,13 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import subprocess
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from harness.local.mongo_wire_server import RunningMongoWireServer, start_mongo_wire_server
-from harness.project import PROJECT_ROOT
-from tests.support.practice import MAKE, WORKTREE_PYTHONPATH, forget_cached_client, free_port
+from tests.support.practice import WORKTREE_PYTHONPATH, PracticeStack, forget_cached_client, free_port
 
 
 @pytest.fixture
@@ -22,31 +19,6 @@ def wire_server() -> Iterator[RunningMongoWireServer]:
     with start_mongo_wire_server() as server:
         yield server
         forget_cached_client(server.uri)
-
-
-@dataclass
-class PracticeStack:
-    """`make local-up` and friends, run as a person runs them, in their own directory and on free ports."""
-
-    env: dict[str, str]
-    directory: Path
-
-    def make(self, target: str, *variables: str) -> subprocess.CompletedProcess[str]:
-        return self.run([*MAKE, target, *variables])
-
-    def run(self, argv: Sequence[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(  # noqa: S603 - our own make targets and interpreter
-            list(argv),
-            cwd=PROJECT_ROOT,
-            env=env or self.env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-
-    def pid_files(self) -> list[Path]:
-        return sorted(self.directory.glob("*.pid"))
 
 
 def _kill_leftovers(stack: PracticeStack) -> None:

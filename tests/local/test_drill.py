@@ -11,7 +11,7 @@ from typing import Any
 
 from harness.local.local_env import ENV_FILE_NAME, read_env_file
 from harness.project import PROJECT_ROOT
-from tests.local.conftest import PracticeStack
+from tests.support.practice import PracticeStack
 
 DRILL_HEADING = "## Five-minute on-call drill"
 DRILL_BLOCK = re.compile(r"```bash\n(.*?)```", re.DOTALL)

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from harness.local.local_env import ENV_FILE_NAME, read_env_file, render_env_file
-from tests.local.conftest import PracticeStack
+from tests.support.practice import PracticeStack
 
 # Everything the CLI and the function read to find the practice stack.
 REQUIRED = {
