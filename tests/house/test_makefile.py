@@ -17,9 +17,9 @@ ANYWHERE_IN_THE_TREE = {"__pycache__/", "*.pyc"}
 
 
 def _phony_targets() -> set[str]:
-    match = re.search(r"^\.PHONY:(.*)$", MAKEFILE, re.M)
+    match = re.search(r"^\.PHONY:((?:.*\\\n)*.*)$", MAKEFILE, re.M)
     assert match, "the Makefile declares its targets .PHONY"
-    return set(match.group(1).split())
+    return set(match.group(1).replace("\\\n", " ").split())
 
 
 def _make(*args: str, cwd: Path) -> str:
