@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from donation_processor.adapters.pause_switch import CACHE_SECONDS as PAUSE_CACHE_SECONDS
 from donations_cli.errors import UsageError
+from donations_cli.mongodb_uri import port_problem
 
 __all__ = ["PAUSE_CACHE_SECONDS", "CliConfig", "StackInfo", "load_cli_config"]
 
@@ -126,6 +127,9 @@ def load_cli_config(env: Mapping[str, str], stack: StackInfo | None = None) -> C
         secret_name = _value({}, stack, "MONGODB_SECRET_NAME")
     if uri is not None and not uri.startswith(_URI_SCHEMES):
         raise UsageError("MONGODB_URI must start with mongodb://, mongodb+srv:// or mongomock://")
+    problem = port_problem(uri) if uri is not None else None
+    if problem is not None:
+        raise UsageError(f"MONGODB_URI: {problem}")
     if secret_name is not None and not _SECRET_NAME.fullmatch(secret_name):
         raise UsageError("MONGODB_SECRET_NAME is not a valid Secrets Manager name")
     database = _value(env, stack, "MONGODB_DATABASE") or DEFAULT_DATABASE

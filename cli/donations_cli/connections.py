@@ -2,7 +2,8 @@
 
 boto3 honours AWS_ENDPOINT_URL (moto locally) and the usual credential chain; --profile and --region pick
 a named profile or region. The MongoDB URI is read from MONGODB_URI or from Secrets Manager and never
-printed; MongoDB errors are reported by type only (their text can name hosts).
+printed; MongoDB errors name the hosts (from the URI, credentials stripped) and the error's type, never the
+driver's text.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from donation_processor.adapters.mongo_connection import get_database
 from donation_processor.exceptions import ConfigError, StoreError
 from donations_cli.config import CliConfig, StackInfo
 from donations_cli.errors import OperationalError, UsageError
+from donations_cli.mongodb_uri import port_problem, where
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
@@ -52,7 +54,9 @@ def aws_errors(action: str) -> Iterator[None]:
     except (NoCredentialsError, PartialCredentialsError) as error:
         raise UsageError(f"{action}: no usable AWS credentials ({type(error).__name__})") from error
     except NoRegionError as error:
-        raise UsageError(f"{action}: no AWS region; set AWS_REGION or pass --region") from error
+        raise UsageError(
+            f"{action}: no AWS region; set AWS_REGION (or AWS_DEFAULT_REGION) or pass --region"
+        ) from error
     except ProfileNotFound as error:
         raise UsageError(f"{action}: {error}") from error
     except ClientError as error:
@@ -63,15 +67,16 @@ def aws_errors(action: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def mongo_errors(action: str) -> Iterator[None]:
+def mongo_errors(action: str, server: str = "MongoDB") -> Iterator[None]:
+    """Turn a store or driver error into an OperationalError naming `server` (see mongodb_uri.where)."""
     try:
         yield
     except StoreError as error:
         # The store's own message: what failed and the error's type, never its text.
-        raise OperationalError(f"MongoDB: {action}: {error}") from error
+        raise OperationalError(f"{server}: {action}: {error}") from error
     except PyMongoError as error:
-        # The type is enough to act on; the text may name hosts of the connection string.
-        raise OperationalError(f"MongoDB: {action} failed: {type(error).__name__}") from error
+        # The type is enough to act on; the driver's text is not ours to vouch for.
+        raise OperationalError(f"{server}: {action} failed: {type(error).__name__}") from error
 
 
 class Connections:
@@ -84,6 +89,7 @@ class Connections:
         self._session: boto3.session.Session | None = None
         self._clients: dict[str, Any] = {}
         self._database: Database[Any] | None = None
+        self._server = "MongoDB"
 
     @property
     def session(self) -> boto3.session.Session:
@@ -117,6 +123,7 @@ class Connections:
         """The URI, from MONGODB_URI or Secrets Manager. Never print it."""
         config = self.config
         if config.mongodb_uri is not None:
+            self._server = where(config.mongodb_uri)
             return config.mongodb_uri
         if config.mongodb_secret_name is None:
             raise UsageError(
@@ -131,17 +138,28 @@ class Connections:
         uri = value.strip()
         if not uri.startswith(("mongodb://", "mongodb+srv://", "mongomock://")):
             raise UsageError(f"secret {name!r} does not hold a MongoDB URI")
+        problem = port_problem(uri)
+        if problem is not None:
+            raise UsageError(f"secret {name!r}: the MongoDB URI's {problem}")
+        self._server = where(uri)
         return uri
+
+    def mongo_errors(self, action: str) -> contextlib.AbstractContextManager[None]:
+        """`mongo_errors` naming this connection's hosts once the URI is known."""
+        return mongo_errors(action, self._server)
 
     @property
     def database(self) -> Database[Any]:
         if self._database is None:
             uri = self.mongodb_uri()
             try:
-                with mongo_errors("connecting"):
+                with self.mongo_errors("connecting"):
                     self._database = get_database(uri, self.config.mongodb_database, pool_size=8)
             except ConfigError as error:
                 raise UsageError(str(error)) from error
+            except ValueError as error:
+                # The driver's own check of an option the URI spells wrong; its text may quote the URI.
+                raise UsageError(f"{self.config.mongodb_source}: the driver refused the URI") from error
         return self._database
 
 

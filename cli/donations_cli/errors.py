@@ -1,10 +1,11 @@
-"""The CLI's errors and exit codes: 0 ok, 1 operational failure, 2 usage or configuration error."""
+"""The CLI's errors and exit codes: 0 ok, 1 operational failure, 2 usage or configuration, 130 interrupted."""
 
 from __future__ import annotations
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
 
 
 class CliError(Exception):
@@ -23,3 +24,9 @@ class OperationalError(CliError):
     """A service (MongoDB, AWS) failed or answered unexpectedly."""
 
     exit_code = EXIT_FAILURE
+
+
+class Interrupted(CliError):
+    """Ctrl-C during a command that has something to say about what it left behind."""
+
+    exit_code = EXIT_INTERRUPTED

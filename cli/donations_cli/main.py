@@ -11,7 +11,7 @@ from typing import TextIO
 from donations_cli.commands import pause, redrive, seed, status
 from donations_cli.config import load_cli_config
 from donations_cli.connections import Connections, describe_stack
-from donations_cli.errors import EXIT_USAGE, CliError
+from donations_cli.errors import EXIT_INTERRUPTED, EXIT_USAGE, CliError
 
 Command = Callable[[argparse.Namespace, Connections, TextIO, TextIO], int]
 
@@ -92,10 +92,13 @@ def main(
         args = parser.parse_args(argv)
     except SystemExit as stop:  # --help (0) or a usage error (2, already printed by argparse)
         return stop.code if isinstance(stop.code, int) else EXIT_USAGE
+    environment = os.environ if env is None else env
+    # botocore reads AWS_DEFAULT_REGION only; users and Lambda set AWS_REGION, which the AWS CLI reads first.
+    region = args.region or environment.get("AWS_REGION", "").strip() or None
     try:
-        stack = describe_stack(args.stack, profile=args.profile, region=args.region) if args.stack else None
-        config = load_cli_config(os.environ if env is None else env, stack)
-        connections = Connections(config, profile=args.profile, region=args.region)
+        stack = describe_stack(args.stack, profile=args.profile, region=region) if args.stack else None
+        config = load_cli_config(environment, stack)
+        connections = Connections(config, profile=args.profile, region=region)
         code: int = args.run(args, connections, out, err)
         return code
     except CliError as error:
@@ -104,7 +107,7 @@ def main(
         return error.exit_code
     except KeyboardInterrupt:
         err.write(f"donations {args.command}: interrupted\n")
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

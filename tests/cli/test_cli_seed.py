@@ -35,7 +35,8 @@ def test_seeded_donations_are_due_and_the_engine_charges_each_once(
 
     # THEN 25 due, active donations exist and the bar reached 25/25
     assert result.code == 0, result.err
-    assert result.out.startswith("seeded 25 scheduled donations in database donations")
+    assert result.out.startswith("seeding 25 scheduled donations in database donations")
+    assert "seeded 25 scheduled donations (seedBatch " in result.out
     assert "seed [" in result.err
     assert "25/25 100%" in result.err
     assert result.err.endswith("\n")

@@ -86,7 +86,7 @@ from donation_processor.observability import logger
 from donation_processor.ports import Document
 from donation_processor.validation import ChargeableDonation, InvalidDonation, read_schedule, validate
 from donation_processor.work_claims import TWIN_IDS, new_intent
-from donations_cli.connections import Connections, aws_errors, mongo_errors
+from donations_cli.connections import Connections, aws_errors
 from donations_cli.errors import EXIT_FAILURE, EXIT_OK, CliError, UsageError
 from donations_cli.progress import Progress, progress_enabled
 
@@ -562,7 +562,7 @@ class _Redrive:
         if selection.excludes(letter) is not None:
             return Read(letter)
         try:
-            with mongo_errors("reading the donation"):
+            with self._connections.mongo_errors("reading the donation"):
                 return Read(letter, facts=read_facts(self._store, letter))
         except CliError as error:
             return Read(letter, error=str(error))
@@ -642,10 +642,10 @@ class _Redrive:
         assert decision.document is not None
         store = self._store
         intent = decision.intent
-        with mongo_errors("reopening the period"):
+        with self._connections.mongo_errors("reopening the period"):
             if intent is not None and not store.redrive_intent(intent, self._now):
                 return "the period's charge intent changed while redriving (or another period is open)"
-        with mongo_errors("reactivating the donation"):
+        with self._connections.mongo_errors("reactivating the donation"):
             if not store.redrive_schedule(decision.document, self._now, decision.period if intent else None):
                 if intent is not None:
                     return (
@@ -660,7 +660,7 @@ class _Redrive:
     def _settle(self, document: Document, intent: ChargeIntent, period: str) -> None:
         """A run that took the reopened intent between the two writes saw the donation still stopped and gave
         the period up: the schedule must not stay held for an intent that is closed again."""
-        with mongo_errors("checking the reopened period"):
+        with self._connections.mongo_errors("checking the reopened period"):
             entry = self._store.period_entry(intent.scheduled_donation_id, period)
             if entry is not None and entry.status in STOPPED:
                 self._store.release_schedule(read_schedule(document).raw_id)
@@ -678,7 +678,7 @@ class _Redrive:
         )
         if forced.entry is None:
             return "; the forcing is logged (no ledger entry to record it on)"
-        with mongo_errors("recording the forced redrive"):
+        with self._connections.mongo_errors("recording the forced redrive"):
             recorded = self._store.record_forced_redrive(forced.entry, forced.justification, self._now)
         if not recorded:
             return "; the forcing is logged (the ledger entry is gone, not recorded)"

@@ -1,8 +1,8 @@
 """`donations seed N`: insert N due scheduled donations for load tests and demos.
 
 Refuses anything that looks like production (see `production_reason`) unless --yes-this-is-not-production.
-Documents carry no personal data and are tagged `seedBatch` so a test database can be cleaned with
-`db.scheduled_donations.deleteMany({seedBatch: "<tag>"})`.
+Documents carry no personal data and are tagged `seedBatch`, printed before the first insert, so a test
+database can be cleaned with `db.scheduled_donations.deleteMany({seedBatch: "<tag>"})` even after Ctrl-C.
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ from bson import ObjectId
 from donation_processor.adapters.donation_store import SCHEDULED, MongoDonationStore
 from donation_processor.adapters.mongo_connection import to_mongo_datetime
 from donation_processor.currencies import STRIPE_CURRENCIES
-from donation_processor.exceptions import StoreError
 from donation_processor.schedule import Frequency
-from donations_cli.connections import Connections, mongo_errors
-from donations_cli.errors import EXIT_OK, OperationalError, UsageError
+from donations_cli.connections import Connections
+from donations_cli.errors import EXIT_OK, Interrupted, UsageError
+from donations_cli.mongodb_uri import hosts
 from donations_cli.progress import Progress, progress_enabled
 
 BATCH_SIZE = 1000
@@ -84,20 +84,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _uri_hosts(uri: str) -> list[str]:
-    """The hosts of a mongodb:// URI, without credentials, ports or options."""
-    rest = uri.split("://", 1)[1]
-    authority = rest.split("/", 1)[0].split("?", 1)[0]
-    authority = authority.rpartition("@")[2]  # drop user:password@
-    hosts = []
-    for item in authority.split(","):
-        if item.startswith("["):  # [::1]:27017
-            hosts.append(item[1:].split("]", 1)[0])
-        else:
-            hosts.append(item.split(":", 1)[0])
-    return [host.lower() for host in hosts]
-
-
 def production_reason(connections: Connections) -> str | None:
     """Why the target may be production, or None when it is clearly a local/test database.
 
@@ -114,7 +100,7 @@ def production_reason(connections: Connections) -> str | None:
         return None
     if uri.startswith("mongodb+srv://"):
         return "MONGODB_URI is a mongodb+srv:// (DNS seed list) URI"
-    remote = [host for host in _uri_hosts(uri) if host not in LOCAL_HOSTS]
+    remote = [host.name for host in hosts(uri) if host.name not in LOCAL_HOSTS]
     if remote:
         return f"MONGODB_URI names a host that is not local ({remote[0]})"
     return None
@@ -144,6 +130,11 @@ def build_document(
         "seededBy": SEEDED_BY,
         "seedBatch": batch,
     }
+
+
+def cleanup_command(batch: str) -> str:
+    """The mongosh command that removes one seed batch."""
+    return f'db.scheduled_donations.deleteMany({{seedBatch: "{batch}"}})'
 
 
 def _check(args: argparse.Namespace) -> None:
@@ -191,40 +182,48 @@ def run(args: argparse.Namespace, connections: Connections, out: TextIO, err: Te
     entries = _payment_methods(args, args.count)
     kinds: Counter[str] = Counter()
     collection = database[SCHEDULED]
-    try:
+    with connections.mongo_errors("creating indexes"):
         MongoDonationStore(database).ensure_indexes()
-    except StoreError as error:
-        raise OperationalError(f"MongoDB: {error}") from error
-    progress = Progress("seed", args.count, stream=err, enabled=progress_enabled(args.progress, err))
-    with progress:
-        pending: list[dict[str, Any]] = []
-        for index, entry in enumerate(entries):
-            customer = (
-                customers[index % len(customers)]
-                if customers
-                else f"{args.customer_prefix}{batch}{index:08d}"
-            )
-            pending.append(
-                build_document(
-                    customer_id=customer,
-                    payment_method_id=entry.payment_method_id,
-                    amount=args.amount,
-                    currency=args.currency,
-                    frequency=args.frequency,
-                    next_run_at=due,
-                    batch=batch,
-                )
-            )
-            kinds[entry.kind] += 1
-            if len(pending) >= BATCH_SIZE or index == len(entries) - 1:
-                with mongo_errors(f"inserting seed batch after {progress.done} donations"):
-                    collection.insert_many(pending, ordered=False)
-                progress.advance(len(pending))
-                pending = []
+    # The tag first: whatever happens next, the operator can find (and remove) what was inserted.
     out.write(
-        f"seeded {args.count} scheduled donations in database {connections.config.mongodb_database}, "
+        f"seeding {args.count} scheduled donations in database {connections.config.mongodb_database}, "
         f"due {due.isoformat(timespec='seconds')} (seedBatch {batch})\n"
     )
+    out.flush()
+    progress = Progress("seed", args.count, stream=err, enabled=progress_enabled(args.progress, err))
+    try:
+        with progress:
+            pending: list[dict[str, Any]] = []
+            for index, entry in enumerate(entries):
+                customer = (
+                    customers[index % len(customers)]
+                    if customers
+                    else f"{args.customer_prefix}{batch}{index:08d}"
+                )
+                pending.append(
+                    build_document(
+                        customer_id=customer,
+                        payment_method_id=entry.payment_method_id,
+                        amount=args.amount,
+                        currency=args.currency,
+                        frequency=args.frequency,
+                        next_run_at=due,
+                        batch=batch,
+                    )
+                )
+                kinds[entry.kind] += 1
+                if len(pending) >= BATCH_SIZE or index == len(entries) - 1:
+                    with connections.mongo_errors(f"inserting seed batch after {progress.done} donations"):
+                        collection.insert_many(pending, ordered=False)
+                    progress.advance(len(pending))
+                    pending = []
+    except KeyboardInterrupt:
+        raise Interrupted(
+            f"interrupted after {progress.done} of {args.count} donations (seedBatch {batch}); "
+            f"to remove them: {cleanup_command(batch)}"
+        ) from None
+    out.write(f"seeded {args.count} scheduled donations (seedBatch {batch})\n")
+    out.write(f"to remove them: {cleanup_command(batch)}\n")
     if args.mix:
         for kind, number in sorted(kinds.items()):
             out.write(f"  {kind:<34} {number}\n")

@@ -15,7 +15,7 @@ from typing import Any, TextIO
 from donation_processor.adapters.donation_store import MongoDonationStore
 from donation_processor.adapters.pause_switch import PAUSED, RUNNING
 from donation_processor.validation import KNOWN_STATUSES
-from donations_cli.connections import Connections, aws_errors, mongo_errors
+from donations_cli.connections import Connections, aws_errors
 from donations_cli.errors import EXIT_OK, CliError
 
 
@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def donation_counts(connections: Connections, now: datetime) -> dict[str, int]:
     """Counts over the schedules and the open charges (the ledger's pending intents), through the store."""
     overdue_before = now - timedelta(hours=connections.config.overdue_after_hours)
-    with mongo_errors("counting donations"):
+    with connections.mongo_errors("counting donations"):
         return MongoDonationStore(connections.database).operator_counts(now, overdue_before)
 
 
@@ -36,7 +36,7 @@ UNSEEN_LISTED = 20
 def unseen_documents(connections: Connections) -> dict[str, Any]:
     """Documents the due query can never see, counted by kind, the first ones listed with their ids."""
     store = MongoDonationStore(connections.database)
-    with mongo_errors("looking for documents the due query cannot see"):
+    with connections.mongo_errors("looking for documents the due query cannot see"):
         no_date, unknown = store.count_unseen(KNOWN_STATUSES)
         listed = store.unseen(KNOWN_STATUSES, UNSEEN_LISTED)
     return {
