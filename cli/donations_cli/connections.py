@@ -42,6 +42,13 @@ AWS_CLIENT_CONFIG = Config(
 )
 
 
+IN_MEMORY_REFUSED = (
+    "{source} is a mongomock:// URI: a database in memory that lives only as long as one process, so every "
+    "donations command would start with an empty one (seed 500, then status, shows 0). Run `make local-up` "
+    "and use the mongodb://127.0.0.1:PORT URI it writes to .local/env, or set MONGODB_URI to any MongoDB"
+)
+
+
 def error_code(error: ClientError) -> str:
     return str(error.response.get("Error", {}).get("Code", "Unknown"))
 
@@ -82,8 +89,18 @@ def mongo_errors(action: str, server: str = "MongoDB") -> Iterator[None]:
 class Connections:
     """Everything a command talks to, opened on first use and reused."""
 
-    def __init__(self, config: CliConfig, *, profile: str | None = None, region: str | None = None) -> None:
+    def __init__(
+        self,
+        config: CliConfig,
+        *,
+        profile: str | None = None,
+        region: str | None = None,
+        shared_process_database: bool = False,
+    ) -> None:
         self.config = config
+        self._in_memory_allowed = shared_process_database
+        if config.mongodb_uri is not None:
+            self._usable(config.mongodb_uri)  # refuse before any command prints a thing
         self._profile = profile
         self._region = region
         self._session: boto3.session.Session | None = None
@@ -123,8 +140,7 @@ class Connections:
         """The URI, from MONGODB_URI or Secrets Manager. Never print it."""
         config = self.config
         if config.mongodb_uri is not None:
-            self._server = where(config.mongodb_uri)
-            return config.mongodb_uri
+            return self._usable(config.mongodb_uri)
         if config.mongodb_secret_name is None:
             raise UsageError(
                 "MONGODB_URI or MONGODB_SECRET_NAME is required (or --stack with MongoDbSecretName)"
@@ -141,6 +157,11 @@ class Connections:
         problem = port_problem(uri)
         if problem is not None:
             raise UsageError(f"secret {name!r}: the MongoDB URI's {problem}")
+        return self._usable(uri)
+
+    def _usable(self, uri: str) -> str:
+        if uri.startswith("mongomock://") and not self._in_memory_allowed:
+            raise UsageError(IN_MEMORY_REFUSED.format(source=self.config.mongodb_source))
         self._server = where(uri)
         return uri
 

@@ -84,7 +84,10 @@ def main(
     env: Mapping[str, str] | None = None,
     out: TextIO | None = None,
     err: TextIO | None = None,
+    shared_process_database: bool = False,
 ) -> int:
+    """Run one command. A mongomock:// URI is refused unless `shared_process_database`: only a caller that
+    keeps the in-memory database alive across calls (the in-process tests) can use it."""
     out = out or sys.stdout
     err = err or sys.stderr
     parser = build_parser()
@@ -98,7 +101,9 @@ def main(
     try:
         stack = describe_stack(args.stack, profile=args.profile, region=region) if args.stack else None
         config = load_cli_config(environment, stack)
-        connections = Connections(config, profile=args.profile, region=region)
+        connections = Connections(
+            config, profile=args.profile, region=region, shared_process_database=shared_process_database
+        )
         code: int = args.run(args, connections, out, err)
         return code
     except CliError as error:

@@ -119,7 +119,7 @@ def test_seed_refuses_what_looks_like_production(
     ],
 )
 def test_the_production_heuristic_accepts_only_local_hosts(uri: str, local: bool) -> None:
-    connections = Connections(load_cli_config({"MONGODB_URI": uri}))
+    connections = Connections(load_cli_config({"MONGODB_URI": uri}), shared_process_database=True)
     assert (production_reason(connections) is None) is local
 
 

@@ -32,9 +32,10 @@ def point_cli_at(services: LocalServices, monkeypatch: pytest.MonkeyPatch, **ext
 
 
 def donations(capsys: pytest.CaptureFixture[str], *argv: str) -> CliResult:
-    """`donations ARGV…` through the real entry point; stdout and stderr of this call only."""
+    """`donations ARGV…` through the real entry point, sharing this process's mongomock database with the
+    test; stdout and stderr of this call only."""
     capsys.readouterr()
-    code = main(list(argv))
+    code = main(list(argv), shared_process_database=True)
     captured = capsys.readouterr()
     return CliResult(code, captured.out, captured.err)
 
