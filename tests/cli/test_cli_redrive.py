@@ -111,6 +111,7 @@ def test_redrive_charges_a_fixed_card_once_under_a_key_never_sent_for_the_period
     assert f"would reset for another attempt: period {period} reopened (failed)" in dry.out
     assert f"PaymentIntent {letter['paymentIntentId']} kept, confirmed under the new key {new_key}" in dry.out
     assert f"payment method {SUCCEEDS}" in dry.out
+    assert "amount 25.00 USD as first written" in dry.out
     assert "redrive [" in dry.err
     assert "1/1" in dry.err
     assert scheduled.find_one({"_id": donation_id}) == before

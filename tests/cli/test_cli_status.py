@@ -184,6 +184,9 @@ def test_status_shows_the_last_run_and_the_dead_letter_it_left(
     assert report["pauseSwitch"]["state"] == "not configured"
     assert summary.run_id in table.out
     assert "free" in table.out
+    # amounts: minor units in JSON, major units with the currency on screen
+    assert last["summary"]["amountByCurrency"] == {"usd": 5000}
+    assert f"  {'amountByCurrency':<44} 50.00 USD\n" in table.out
 
 
 def test_a_missing_pause_parameter_is_reported_as_failing_closed(

@@ -11,6 +11,7 @@ from donation_processor.currencies import (
     WHOLE_UNITS_AS_TWO_DECIMALS,
     ZERO_DECIMAL_CURRENCIES,
     broken_amount_rule,
+    format_amount,
 )
 
 
@@ -112,3 +113,21 @@ def test_an_amount_within_stripes_rules_breaks_none(amount: int, currency: str) 
     # WHEN the amount rules are checked
     # THEN no rule is broken
     assert broken_amount_rule(amount, currency) is None
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency", "shown"),
+    [
+        (117500, "usd", "1,175.00 USD"),
+        (5, "eur", "0.05 EUR"),
+        (0, "jpy", "0 JPY"),
+        (1200, "jpy", "1,200 JPY"),
+        (5120, "kwd", "5.120 KWD"),
+        (500, "isk", "5.00 ISK"),
+        (150000, "ugx", "1,500.00 UGX"),
+    ],
+)
+def test_an_amount_in_minor_units_reads_in_its_currency_s_major_units(
+    amount: int, currency: str, shown: str
+) -> None:
+    assert format_amount(amount, currency) == shown

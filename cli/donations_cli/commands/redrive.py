@@ -81,6 +81,7 @@ from typing import TYPE_CHECKING, Any, Literal, TextIO
 from donation_processor.adapters.donation_store import MongoDonationStore
 from donation_processor.charge_intent import ChargeIntent, IntentStatus
 from donation_processor.charge_rules import StopReason
+from donation_processor.currencies import format_amount
 from donation_processor.idempotency import attempt_key
 from donation_processor.observability import logger
 from donation_processor.ports import Document
@@ -349,7 +350,7 @@ def _reopen_plan(document: Document, intent: ChargeIntent, donation: ChargeableD
     return Plan(
         "reset",
         f"period {period} reopened ({intent.status}), {charge}, payment method {donation.payment_method_id}, "
-        f"amount {intent.amount} {intent.currency} as first written, attempts 0",
+        f"amount {format_amount(intent.amount, intent.currency)} as first written, attempts 0",
         document,
         intent,
         period,

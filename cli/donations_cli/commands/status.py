@@ -15,6 +15,7 @@ from typing import Any, TextIO
 from donation_processor.adapters.donation_store import MongoDonationStore
 from donation_processor.adapters.pause_switch import PAUSED, RUNNING
 from donation_processor.validation import KNOWN_STATUSES
+from donations_cli.amounts import totals_line
 from donations_cli.connections import Connections, aws_errors
 from donations_cli.errors import EXIT_OK, CliError
 
@@ -216,9 +217,12 @@ def render(report: dict[str, Any]) -> str:
             lines.append("  no run has finished yet")
         else:
             for key, value in summary.items():
-                lines.append(
-                    f"  {key:<44} {value!s:>10}" if not isinstance(value, dict) else f"  {key:<44} {value}"
-                )
+                if key == "amountByCurrency" and isinstance(value, dict):
+                    lines.append(f"  {key:<44} {totals_line(value)}")
+                elif isinstance(value, dict):
+                    lines.append(f"  {key:<44} {value}")
+                else:
+                    lines.append(f"  {key:<44} {value!s:>10}")
     return "\n".join(lines) + "\n"
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from decimal import Decimal
 from types import MappingProxyType
 
 STRIPE_CURRENCIES = frozenset(
@@ -242,3 +243,21 @@ def broken_amount_rule(amount: int, currency: str) -> str | None:
             f"(Stripe takes whole {currency} as a two-decimal amount ending in 00)"
         )
     return None
+
+
+def minor_unit_digits(currency: str) -> int:
+    """How many digits of an amount are below the major unit, as Stripe counts amounts in `currency`."""
+    if currency in WHOLE_UNITS_AS_TWO_DECIMALS:
+        return 2
+    if currency in ZERO_DECIMAL_CURRENCIES:
+        return 0
+    if currency in THREE_DECIMAL_CURRENCIES:
+        return 3
+    return 2
+
+
+def format_amount(amount: int, currency: str) -> str:
+    """An amount in minor units as people read it: `1,175.00 USD`, `1,200 JPY`, `5.120 KWD`."""
+    digits = minor_unit_digits(currency)
+    major = Decimal(amount).scaleb(-digits)
+    return f"{major:,.{digits}f} {currency.upper()}"
