@@ -12,6 +12,7 @@ from donations_cli.commands import pause, redrive, seed, status
 from donations_cli.config import load_cli_config
 from donations_cli.connections import Connections, describe_stack
 from donations_cli.errors import EXIT_INTERRUPTED, EXIT_USAGE, CliError
+from donations_cli.output import add_json_option
 
 Command = Callable[[argparse.Namespace, Connections, TextIO, TextIO], int]
 
@@ -58,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="progress bar on stderr (default: only when stderr is a terminal)",
     )
+    output = argparse.ArgumentParser(add_help=False)
+    add_json_option(output)
     entries: list[tuple[str, str, Callable[[argparse.ArgumentParser], None], Command, bool]] = [
         ("seed", "insert N due scheduled donations (test data)", seed.add_arguments, seed.run, True),
         ("status", "due, open charges, invalid, DLQ depth, pause switch, last run", status.add_arguments,
@@ -68,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("resume", "clear the kill switch", pause.add_arguments, pause.run_resume, False),
     ]  # fmt: skip
     for name, summary, add_arguments, run, with_progress in entries:
-        parents = [common, progress] if with_progress else [common]
+        parents = [common, output, progress] if with_progress else [common, output]
         sub = subcommands.add_parser(
             name, help=summary, description=(sys.modules[run.__module__].__doc__ or summary), parents=parents,
             formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,

@@ -12,6 +12,7 @@ from typing import TextIO
 from donation_processor.adapters.pause_switch import CACHE_SECONDS, PAUSED, RUNNING
 from donations_cli.connections import Connections, aws_errors
 from donations_cli.errors import EXIT_OK
+from donations_cli.output import write_json
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,11 +28,16 @@ def _current(connections: Connections, name: str) -> str | None:
             return None
 
 
-def set_switch(connections: Connections, value: str, out: TextIO) -> int:
+def set_switch(connections: Connections, value: str, out: TextIO, as_json: bool) -> int:
     name = connections.config.pause_parameter
     before = _current(connections, name)
     with aws_errors(f"writing pause switch {name!r}"):
         connections.ssm.put_parameter(Name=name, Value=value, Type="String", Overwrite=True)
+    if as_json:
+        write_json(
+            out, {"parameter": name, "before": before, "after": value, "visibleWithinSeconds": CACHE_SECONDS}
+        )
+        return EXIT_OK
     out.write(f"pause switch {name}: {before or '(missing)'} -> {value}\n")
     if value == PAUSED:
         out.write(
@@ -47,8 +53,8 @@ def set_switch(connections: Connections, value: str, out: TextIO) -> int:
 
 
 def run_pause(args: argparse.Namespace, connections: Connections, out: TextIO, err: TextIO) -> int:
-    return set_switch(connections, PAUSED, out)
+    return set_switch(connections, PAUSED, out, args.json)
 
 
 def run_resume(args: argparse.Namespace, connections: Connections, out: TextIO, err: TextIO) -> int:
-    return set_switch(connections, RUNNING, out)
+    return set_switch(connections, RUNNING, out, args.json)

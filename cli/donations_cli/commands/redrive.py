@@ -89,6 +89,7 @@ from donation_processor.validation import ChargeableDonation, InvalidDonation, r
 from donation_processor.work_claims import TWIN_IDS, new_intent
 from donations_cli.connections import Connections, aws_errors
 from donations_cli.errors import EXIT_FAILURE, EXIT_OK, CliError, UsageError
+from donations_cli.output import write_json
 from donations_cli.progress import Progress, progress_enabled
 
 if TYPE_CHECKING:
@@ -529,11 +530,36 @@ class _Redrive:
         self._receipts: dict[str, str] = {}  # MessageId -> its newest receipt handle, for every message read
         self._deleted: set[str] = set()
         self._reset_done: set[int] = set()  # indexes of the letters whose reset went through
+        self.letters: list[dict[str, Any]] = []  # with --json: each letter, its plan and what was said of it
+        self.notes: list[str] = []  # with --json: what was said of no letter in particular
 
     def say(self, text: str) -> None:
+        if self._args.json:  # the same lines, kept with the letter they are about
+            said = self.letters[-1]["said"] if self.letters else self.notes
+            said.append(text.strip())
+            return
         self._progress.clear()
         self._out.write(text + "\n")
         self._out.flush()
+
+    def _record(self, message: Message, letter: Letter | None, decision: Plan) -> None:
+        """The letter and its plan, for --json."""
+        self.letters.append(
+            {
+                "messageId": message.message_id,
+                "donationId": letter.donation_id if letter else None,
+                "period": letter.period if letter else None,
+                "reason": letter.reason if letter else None,
+                "code": letter.code if letter else None,
+                "declineCode": letter.decline_code if letter else None,
+                "paymentIntentId": letter.payment_intent_id if letter else None,
+                "deadLetterId": letter.dead_letter_id if letter else None,
+                "action": decision.action,
+                "why": decision.reason,
+                "selected": decision.selected,
+                "said": [],
+            }
+        )
 
     def receive(self) -> list[Message]:
         """The messages, up to --max, each once, hidden from others until released or deleted."""
@@ -570,6 +596,7 @@ class _Redrive:
 
     def handle(self, message: Message, read: Read, decision: Plan, index: int) -> None:
         letter = read.letter
+        self._record(message, letter, decision)
         if letter is None:
             self.say(f"[{index + 1}] message {message.message_id}: {decision.reason}; left on the queue")
             self._count(decision)
@@ -764,5 +791,15 @@ def run(args: argparse.Namespace, connections: Connections, out: TextIO, err: Te
                 progress.advance()
     finally:
         redrive.release_held()
-    out.write(summary_line(len(messages), redrive.counts, args.yes))
+    if args.json:
+        report = {
+            "dryRun": not args.yes,
+            "messages": len(messages),
+            "counts": dict(sorted(redrive.counts.items())),
+            "letters": redrive.letters,
+            "notes": redrive.notes,
+        }
+        write_json(out, report)
+    else:
+        out.write(summary_line(len(messages), redrive.counts, args.yes))
     return EXIT_FAILURE if redrive.counts["errors"] > 0 else EXIT_OK

@@ -26,6 +26,7 @@ from donation_processor.schedule import Frequency
 from donations_cli.connections import Connections
 from donations_cli.errors import EXIT_OK, Interrupted, UsageError
 from donations_cli.mongodb_uri import hosts
+from donations_cli.output import write_json
 from donations_cli.progress import Progress, progress_enabled
 
 BATCH_SIZE = 1000
@@ -184,12 +185,14 @@ def run(args: argparse.Namespace, connections: Connections, out: TextIO, err: Te
     collection = database[SCHEDULED]
     with connections.mongo_errors("creating indexes"):
         MongoDonationStore(database).ensure_indexes()
-    # The tag first: whatever happens next, the operator can find (and remove) what was inserted.
-    out.write(
+    # The tag first: whatever happens next, the operator can find (and remove) what was inserted. With
+    # --json it goes to stderr, so that stdout stays one JSON object.
+    first = err if args.json else out
+    first.write(
         f"seeding {args.count} scheduled donations in database {connections.config.mongodb_database}, "
         f"due {due.isoformat(timespec='seconds')} (seedBatch {batch})\n"
     )
-    out.flush()
+    first.flush()
     progress = Progress("seed", args.count, stream=err, enabled=progress_enabled(args.progress, err))
     try:
         with progress:
@@ -222,6 +225,18 @@ def run(args: argparse.Namespace, connections: Connections, out: TextIO, err: Te
             f"interrupted after {progress.done} of {args.count} donations (seedBatch {batch}); "
             f"to remove them: {cleanup_command(batch)}"
         ) from None
+    if args.json:
+        report = {
+            "seeded": args.count,
+            "database": connections.config.mongodb_database,
+            "due": due.isoformat(timespec="seconds"),
+            "seedBatch": batch,
+            "cleanup": cleanup_command(batch),
+            "amount": {"amount": args.amount, "currency": args.currency},
+            "kinds": dict(sorted(kinds.items())),
+        }
+        write_json(out, report)
+        return EXIT_OK
     out.write(f"seeded {args.count} scheduled donations (seedBatch {batch})\n")
     out.write(f"to remove them: {cleanup_command(batch)}\n")
     if args.mix:

@@ -18,10 +18,11 @@ from donation_processor.validation import KNOWN_STATUSES
 from donations_cli.amounts import totals_line
 from donations_cli.connections import Connections, aws_errors
 from donations_cli.errors import EXIT_OK, CliError
+from donations_cli.output import write_json
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    del parser  # --json is every command's
 
 
 def donation_counts(connections: Connections, now: datetime) -> dict[str, int]:
@@ -230,7 +231,7 @@ def run(args: argparse.Namespace, connections: Connections, out: TextIO, err: Te
     now = datetime.now(UTC)
     report, errors = collect(connections, now)
     if args.json:
-        out.write(json.dumps(report, indent=2, sort_keys=True, default=str) + "\n")
+        write_json(out, report)
     else:
         out.write(render(report))
     for error in errors:
