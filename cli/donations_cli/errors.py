@@ -30,3 +30,9 @@ class Interrupted(CliError):
     """Ctrl-C during a command that has something to say about what it left behind."""
 
     exit_code = EXIT_INTERRUPTED
+
+
+class NotFound(CliError):
+    """What the operator named does not exist: the message names it."""
+
+    exit_code = EXIT_FAILURE

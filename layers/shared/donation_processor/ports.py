@@ -78,6 +78,31 @@ class ParkedLetter:
     in_ledger: bool
 
 
+@dataclass(frozen=True)
+class LedgerEntry:
+    """One period of a donation as an operator reads it: its intent, Stripe's last error, a parked letter."""
+
+    intent: ChargeIntent
+    error_code: str | None = None
+    decline_code: str | None = None
+    parked_letter: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Bookkeeping:
+    """The engine's own fields on a schedule document (README, data model), read leniently."""
+
+    open_period: str | None = None
+    next_attempt_at: datetime | None = None
+    claimed_by: str | None = None
+    claim_expires_at: datetime | None = None
+    last_charged_period: str | None = None
+    stop_reason: str | None = None
+    stopped_at: datetime | None = None
+    invalid_reason: str | None = None
+    parked_letter: Mapping[str, Any] | None = None
+
+
 class DonationStorePort(Protocol):
     """MongoDB as the engine sees it: schedules the host owns, and the charge intents the engine owns.
 

@@ -106,6 +106,11 @@ class InvalidDonation(ValueError):
     """The document cannot be charged; str() is the reason, safe to log (no personal data)."""
 
 
+def is_valid_id(text: str) -> bool:
+    """Whether text is an id the engine accepts (an ObjectId's 24 hex digits are one such)."""
+    return bool(_ID.fullmatch(text))
+
+
 def document_id(document: Mapping[str, Any]) -> str:
     """The id as text for keys and logs, or an InvalidDonation when it is not a plain id."""
     raw = document.get("_id")

@@ -22,10 +22,12 @@ from donation_processor.adapters.ledger_documents import (
     INTENT_SCHEMA,
     LEGACY_IN_FLIGHT_FIELDS,
     attempt_document,
+    bookkeeping_from,
     entry_from,
     error_fields,
     intent_from,
     lease_document,
+    ledger_entry_from,
     missed_document,
     new_intent_document,
     query_ids,
@@ -37,7 +39,14 @@ from donation_processor.charge_intent import Attempt, ChargeIntent, IntentStatus
 from donation_processor.charge_outcome import StripeFailure
 from donation_processor.charge_rules import Charged, Stopped
 from donation_processor.exceptions import StoreError
-from donation_processor.ports import Claim, Document, ParkedLetter, ScheduleWrite
+from donation_processor.ports import (
+    Bookkeeping,
+    Claim,
+    Document,
+    LedgerEntry,
+    ParkedLetter,
+    ScheduleWrite,
+)
 from donation_processor.schedule import period_key
 
 SCHEDULED = "scheduled_donations"
@@ -900,6 +909,28 @@ class MongoDonationStore:
             raise _failed("counting donations", error) from error
         counts["overdue"] = self.count_overdue(overdue_before)
         return counts
+
+    def ledger_entries(self, donation_id: str) -> list[LedgerEntry]:
+        """Every ledger entry of one scheduled donation (canonical id), oldest period first. Reads only."""
+        try:
+            found = self._donations.find({"scheduledDonationId": {"$in": query_ids([donation_id])}})
+            return [ledger_entry_from(document) for document in found.sort("period", ASCENDING)]
+        except PyMongoError as error:
+            raise _failed("reading the donation's charge intents", error) from error
+
+    def due_intents(self, now: datetime, limit: int) -> list[ChargeIntent]:
+        """Open intents whose next attempt is due, leased or not, soonest first. Reads only."""
+        query = {"openFor": {"$exists": True}, "nextAttemptAt": {"$lte": to_mongo_datetime(now)}}
+        try:
+            found = self._donations.find(query).sort("nextAttemptAt", ASCENDING).limit(limit)
+            return [intent_from(document) for document in found]
+        except PyMongoError as error:
+            raise _failed("reading due charge intents", error) from error
+
+    @staticmethod
+    def bookkeeping(document: Document) -> Bookkeeping:
+        """The engine's own fields on a schedule document."""
+        return bookkeeping_from(document)
 
     def record_forced_redrive(self, entry: ChargeIntent, reason: str, now: datetime) -> bool:
         """Write on the period's ledger entry that an operator redrove its hard decline on the payment method

@@ -13,7 +13,7 @@ from donation_processor.adapters.mongo_connection import to_mongo_datetime
 from donation_processor.charge_intent import Attempt, AttemptOutcome, ChargeIntent, IntentStatus, NewIntent
 from donation_processor.charge_outcome import StripeFailure
 from donation_processor.charge_rules import Stopped
-from donation_processor.ports import Claim
+from donation_processor.ports import Bookkeeping, Claim, LedgerEntry
 from donation_processor.schedule import as_utc
 
 INTENT_SCHEMA = 2
@@ -213,3 +213,42 @@ def new_intent_document(
     if intent.payment_intent_id is not None:
         document["paymentIntentId"] = intent.payment_intent_id
     return document
+
+
+def _text(value: object) -> str | None:
+    return value[:300] if isinstance(value, str) and value else None
+
+
+def _moment(value: object) -> datetime | None:
+    return as_utc(value) if isinstance(value, datetime) else None
+
+
+def _letter(value: object) -> Mapping[str, Any] | None:
+    return value if isinstance(value, Mapping) else None
+
+
+def ledger_entry_from(document: Mapping[str, Any]) -> LedgerEntry:
+    """A ledger entry with what an operator reads beside the intent: Stripe's last error, a parked letter."""
+    error = document.get("error")
+    error = error if isinstance(error, Mapping) else {}
+    return LedgerEntry(
+        intent=entry_from(document),
+        error_code=_text(error.get("code")),
+        decline_code=_text(error.get("declineCode")),
+        parked_letter=_letter(document.get("pendingDeadLetter")),
+    )
+
+
+def bookkeeping_from(document: Mapping[str, Any]) -> Bookkeeping:
+    """The engine's fields on a schedule document; anything malformed reads as absent."""
+    return Bookkeeping(
+        open_period=_text(document.get("openPeriod")),
+        next_attempt_at=_moment(document.get("nextAttemptAt")),
+        claimed_by=_text(document.get("claimedBy")),
+        claim_expires_at=_moment(document.get("claimExpiresAt")),
+        last_charged_period=_text(document.get("lastChargedPeriod")),
+        stop_reason=_text(document.get("stopReason")),
+        stopped_at=_moment(document.get("stoppedAt")),
+        invalid_reason=_text(document.get("invalidReason")),
+        parked_letter=_letter(document.get("pendingDeadLetter")),
+    )
