@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
-from donation_processor.catch_up import CatchUpPolicy, WaitForInterval, catch_up
+from donation_processor.catch_up import CatchUpPolicy, ChargePeriod, WaitForInterval, catch_up
 from donation_processor.charge_intent import Attempt, NewIntent
 from donation_processor.charge_processor import CatchUpLater, IntentWork, InvalidWork, Work
 from donation_processor.charge_rules import IDEMPOTENCY_WINDOW
@@ -63,6 +63,15 @@ def new_intent(
         attempts=attempts,
         next_attempt_number=next_number,
         dunning_attempts=legacy.attempts if legacy is not None else 0,
+    )
+
+
+def charge_period(
+    policy: CatchUpPolicy, donation: ChargeableDonation, now: datetime
+) -> ChargePeriod | WaitForInterval:
+    """The period a claimed schedule (with no period left in flight by an earlier version) is charged for."""
+    return catch_up(
+        policy, donation.next_run_at, donation.frequency, donation.anchor_day, donation.last_charged_at, now
     )
 
 
@@ -135,14 +144,7 @@ class WorkClaims:
                 work.append(InvalidWork(document, TWIN_IDS))
                 continue
             if donation.legacy is None:
-                period = catch_up(
-                    self._catch_up,
-                    donation.next_run_at,
-                    donation.frequency,
-                    donation.anchor_day,
-                    donation.last_charged_at,
-                    now,
-                )
+                period = charge_period(self._catch_up, donation, now)
                 if isinstance(period, WaitForInterval):
                     work.append(CatchUpLater(document, period.until))
                     continue
