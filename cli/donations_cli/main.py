@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import TextIO
 
-from donations_cli.commands import pause, redrive, seed, show, status
+from donations_cli.commands import pause, preview, redrive, seed, show, status
 from donations_cli.config import load_cli_config
 from donations_cli.connections import Connections, describe_stack
 from donations_cli.errors import EXIT_INTERRUPTED, EXIT_USAGE, CliError
@@ -67,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
          status.run, False),
         ("show", "one donation: schedule, charge intents, attempts, parked letters", show.add_arguments,
          show.run, False),
+        ("preview", "what a run would charge now, or why one donation is (not) due; writes nothing",
+         preview.add_arguments, preview.run, False),
         ("redrive", "retry dead-lettered donations for the same period (dry run unless --yes)",
          redrive.add_arguments, redrive.run, True),
         ("pause", "set the kill switch: runs charge nothing", pause.add_arguments, pause.run_pause, False),
