@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import TextIO
 
-from donations_cli.commands import pause, preview, redrive, seed, show, status
+from donations_cli.commands import completion, pause, preview, redrive, seed, show, status
 from donations_cli.config import load_cli_config
 from donations_cli.connections import Connections, describe_stack
 from donations_cli.errors import EXIT_INTERRUPTED, EXIT_USAGE, CliError
@@ -82,6 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
         )  # fmt: skip
         add_arguments(sub)
         sub.set_defaults(run=run)
+    sub = subcommands.add_parser(
+        "completion", help="print a bash or zsh completion script", description=completion.__doc__,
+        parents=[output], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
+    )  # fmt: skip
+    completion.add_arguments(sub)
     return parser
 
 
@@ -102,6 +107,8 @@ def main(
         args = parser.parse_args(argv)
     except SystemExit as stop:  # --help (0) or a usage error (2, already printed by argparse)
         return stop.code if isinstance(stop.code, int) else EXIT_USAGE
+    if args.command == "completion":  # needs the parser, and no configuration
+        return completion.run(parser, args, out)
     environment = os.environ if env is None else env
     # botocore reads AWS_DEFAULT_REGION only; users and Lambda set AWS_REGION, which the AWS CLI reads first.
     region = args.region or environment.get("AWS_REGION", "").strip() or None

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from typing import Any
 
 import pytest
 
 from donation_processor.adapters.pause_switch import CACHE_SECONDS
-from donations_cli.main import build_parser
 from harness.local.services import LocalServices
-from tests.support.cli import donations, point_cli_at, send_raw
+from tests.support.cli import donations, point_cli_at, send_raw, subcommands
 
 
 def _json(capsys: pytest.CaptureFixture[str], *argv: str) -> dict[str, Any]:
@@ -22,19 +20,13 @@ def _json(capsys: pytest.CaptureFixture[str], *argv: str) -> dict[str, Any]:
     return parsed
 
 
-def _subcommands() -> dict[str, argparse.ArgumentParser]:
-    parser = build_parser()
-    actions = [action for action in parser._actions if isinstance(action, argparse._SubParsersAction)]
-    return dict(actions[0].choices)
-
-
 def test_every_subcommand_takes_json() -> None:
     # GIVEN the parser's subcommands
-    subcommands = _subcommands()
+    parsers = subcommands()
 
     # THEN each accepts --json
-    assert subcommands
-    for name, sub in subcommands.items():
+    assert parsers
+    for name, sub in parsers.items():
         options = {option for action in sub._actions for option in action.option_strings}
         assert "--json" in options, name
 

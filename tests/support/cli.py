@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -12,7 +13,7 @@ import pytest
 from donation_processor.engine import DonationEngine
 from donation_processor.invocation import RunRequest
 from donation_processor.summary import RunSummary
-from donations_cli.main import main
+from donations_cli.main import build_parser, main
 from harness.local.aws_local import sqs_client
 from harness.local.seed import scheduled_donation
 from harness.local.services import LocalServices
@@ -66,3 +67,10 @@ def peek_letters(services: LocalServices) -> list[dict[str, Any]]:
 
 def send_raw(services: LocalServices, body: str) -> None:
     sqs_client(services.moto.endpoint_url).send_message(QueueUrl=services.queue_url, MessageBody=body)
+
+
+def subcommands() -> dict[str, argparse.ArgumentParser]:
+    """The `donations` parser's subcommands, by name."""
+    parser = build_parser()
+    [action] = [action for action in parser._actions if isinstance(action, argparse._SubParsersAction)]
+    return dict(action.choices)
