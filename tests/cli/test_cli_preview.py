@@ -131,4 +131,6 @@ def test_preview_under_the_pause_switch_says_nothing_is_charged_now(
     assert listed["paused"] is True
     assert len(listed["charges"]) == 1  # what a run would charge once resumed
     assert single["due"] is False
-    assert single["why"].startswith("charging is paused")
+    assert single["why"].startswith(
+        "the pause switch /cli-preview/paused/charging is paused: a run now charges nothing"
+    )

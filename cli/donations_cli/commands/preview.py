@@ -27,6 +27,7 @@ from donations_cli.due_reasons import ASSUMPTION, Verdict, for_intent, for_sched
 from donations_cli.errors import EXIT_OK, UsageError
 from donations_cli.output import write_json
 
+PAUSED_NOW = "the pause switch {parameter} is {state}: a run now charges nothing"
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 100_000
 
@@ -84,17 +85,14 @@ def _one(args: argparse.Namespace, connections: Connections, out: TextIO, now: d
     with connections.mongo_errors("reading the donation"):
         verdict = preview_one(MongoDonationStore(connections.database), donation_id, now)
     if _paused(pause) and verdict.due:
-        verdict = Verdict(
-            False, f"charging is paused ({pause['state']}); once resumed: {verdict.why}", verdict.charge
-        )
+        verdict = Verdict(False, f"{PAUSED_NOW.format(**pause)}; once resumed: {verdict.why}", verdict.charge)
     if args.json:
         write_json(out, {**verdict.as_dict(donation_id), "now": iso(now), "assumes": ASSUMPTION})
         return EXIT_OK
     charge = verdict.charge
-    amount = f", {format_amount(charge['amount']['amount'], charge['amount']['currency'])}" if charge else ""
-    out.write(
-        f"{donation_id}: {'due' if verdict.due else 'not due'}{amount}: {verdict.why}\n({ASSUMPTION})\n"
-    )
+    amount = f" {format_amount(charge['amount']['amount'], charge['amount']['currency'])}" if charge else ""
+    out.write(f"{donation_id}: {'due' if verdict.due else 'not due'}{amount}\n  why: {verdict.why}\n")
+    out.write(f"({ASSUMPTION})\n")
     return EXIT_OK
 
 
