@@ -2,33 +2,21 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
 import pytest
 
 from donations_cli.main import main
-
-WORKTREE = Path(__file__).parents[2]
-CODE_PATHS = ("layers/shared", "functions/scheduled_donations", "cli", ".")
+from tests.support.cli import donations_process
 
 
 def test_the_real_entry_point_refuses_a_mongomock_uri_and_says_what_to_use(tmp_path: Path) -> None:
-    # GIVEN the environment of an operator who copied the test harness's URI
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(str(WORKTREE / path) for path in CODE_PATHS),
-        "MONGODB_URI": "mongomock://localhost/donations",
-    }
+    # GIVEN an operator who copied the test harness's URI
+    uri = "mongomock://localhost/donations"
 
     # WHEN `donations status` runs as its own process
-    answer = subprocess.run(
-        [sys.executable, "-m", "donations_cli.main", "status"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+    answer = donations_process(tmp_path, "status", MONGODB_URI=uri)
 
     # THEN it stops with a usage error that says why and points to a database that outlives the process
     assert answer.returncode == 2, answer.stderr

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
+import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -74,3 +78,20 @@ def subcommands() -> dict[str, argparse.ArgumentParser]:
     parser = build_parser()
     [action] = [action for action in parser._actions if isinstance(action, argparse._SubParsersAction)]
     return dict(action.choices)
+
+
+WORKTREE = Path(__file__).resolve().parents[2]
+CODE_PATHS = ("layers/shared", "functions/scheduled_donations", "cli", ".")
+
+
+def donations_process(cwd: Path, *argv: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """`donations ARGV…` as a process of its own (this worktree's code, not the installed script's)."""
+    environment = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(str(WORKTREE / path) for path in CODE_PATHS),
+        **env,
+    }
+    return subprocess.run(  # noqa: S603 - our own module
+        [sys.executable, "-m", "donations_cli.main", *argv],
+        cwd=cwd, env=environment, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
