@@ -44,6 +44,8 @@ class DrillState:
 
     sourced: dict[str, str] = field(default_factory=dict)
     paused: bool = False
+    # The id a person pastes where the drill says <id>: the first donation the redrive dry run listed.
+    pasted_id: str | None = None
     runs: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -74,6 +76,19 @@ def check(words: list[str], output: str, state: DrillState) -> None:
         else:
             assert "redrive (dry run)" in output
             assert "nothing changed" in output
+            listed = re.search(r"^\[1\] (\S+) period ", output, re.MULTILINE)
+            assert listed is not None, output
+            state.pasted_id = listed.group(1)
+    elif command == "donations preview":
+        if "--id" in words:
+            assert f"{state.pasted_id}: not due" in output
+            assert "paused" in output
+        else:
+            assert re.search(r"^a run would charge 200 donations$", output, re.MULTILINE), output
+            assert "totals: " in output
+    elif command == "donations show":
+        assert state.pasted_id in output
+        assert "card_declined" in output or "authentication_required" in output
     elif command == "donations pause":
         state.paused = True
         assert "-> paused" in output
@@ -84,8 +99,11 @@ def check(words: list[str], output: str, state: DrillState) -> None:
         assert "local-down: stopped moto" in output
 
 
-def _expand(word: str, variables: dict[str, str]) -> str:
-    return VARIABLE.sub(lambda match: variables[match.group(1)], word)
+def _expand(word: str, state: DrillState) -> str:
+    if word == "<id>":
+        assert state.pasted_id is not None, "the drill uses <id> before listing any donation"
+        return state.pasted_id
+    return VARIABLE.sub(lambda match: state.sourced[match.group(1)], word)
 
 
 def test_the_readme_drill_runs_command_by_command_on_a_fresh_local_stack(
@@ -105,7 +123,7 @@ def test_the_readme_drill_runs_command_by_command_on_a_fresh_local_stack(
         if words[0] == "make":
             result = practice_stack.make(words[1], *words[2:])
         elif words[0] == "donations":
-            arguments = [_expand(word, state.sourced) for word in words[1:]]
+            arguments = [_expand(word, state) for word in words[1:]]
             argv = [sys.executable, "-m", "donations_cli.main", *arguments]
             result = practice_stack.run(argv, {**practice_stack.env, **state.sourced})
         else:
