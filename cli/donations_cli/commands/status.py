@@ -12,6 +12,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from donation_processor.adapters.donation_store import MongoDonationStore
 from donation_processor.adapters.pause_switch import PAUSED, RUNNING
 from donation_processor.validation import KNOWN_STATUSES
@@ -60,7 +62,7 @@ def _oldest_message_age(connections: Connections, queue_url: str, now: datetime)
             Period=300,
             Statistics=["Maximum"],
         )
-    except Exception:  # an optional figure: a missing permission or metric just means "unknown"
+    except (BotoCoreError, ClientError):  # optional: a missing permission or metric means "unknown"
         return None
     points = sorted(answer.get("Datapoints", []), key=lambda point: point.get("Timestamp"))
     return int(points[-1]["Maximum"]) if points else None
