@@ -1,28 +1,25 @@
 """The CLI's configuration: the function's own environment variables, optionally completed from a stack.
 
 The CLI needs no Stripe key, so it does not use `donation_processor.config.load_settings` (which requires
-one); it reads the variables the CLI needs with the same names and rules. Every error names the variable.
+one); it reads the variables it needs through the same setting declarations, so each default and rule is
+written once, in `donation_processor.config`. Every error names the variable.
 Secrets (the MongoDB URI) are held here but never printed: `__repr__` leaves them out.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
+from donation_processor import config as settings
 from donation_processor.adapters.pause_switch import CACHE_SECONDS as PAUSE_CACHE_SECONDS
+from donation_processor.exceptions import ConfigError
 from donations_cli.errors import UsageError
 from donations_cli.mongodb_uri import port_problem
 
 __all__ = ["PAUSE_CACHE_SECONDS", "CliConfig", "StackInfo", "load_cli_config"]
 
-DEFAULT_DATABASE = "donations"
-DEFAULT_LOCK_NAME = "scheduled-donations"
-DEFAULT_OVERDUE_AFTER_HOURS = 24
-_DATABASE_NAME = re.compile(r"[A-Za-z0-9_\-]{1,63}")
-_SECRET_NAME = re.compile(r"[A-Za-z0-9_.\-/+=@]{1,512}")
-_URI_SCHEMES = ("mongodb://", "mongodb+srv://", "mongomock://")
 
 # Where each setting comes from: environment variable, then the stack's output or parameter.
 _STACK_OUTPUTS = {
@@ -50,8 +47,8 @@ class CliConfig:
     lock_table_name: str | None
     dead_letter_queue_url: str | None
     pause_parameter_name: str | None
-    lock_name: str = DEFAULT_LOCK_NAME
-    overdue_after_hours: int = DEFAULT_OVERDUE_AFTER_HOURS
+    lock_name: str = settings.LOCK_NAME.default
+    overdue_after_hours: int = settings.OVERDUE_AFTER_HOURS.default
     stack_name: str | None = None
 
     def __repr__(self) -> str:
@@ -104,17 +101,12 @@ def _value(env: Mapping[str, str], stack: StackInfo | None, variable: str) -> st
     return value or None
 
 
-def _hours(env: Mapping[str, str]) -> int:
-    raw = env.get("OVERDUE_AFTER_HOURS", "").strip()
-    if not raw:
-        return DEFAULT_OVERDUE_AFTER_HOURS
+def _read(setting: Any, value: str | None) -> Any:
+    """The engine's own reading of one variable (its default, pattern or bounds), as a usage error."""
     try:
-        hours = int(raw)
-    except ValueError:
-        raise UsageError(f"OVERDUE_AFTER_HOURS must be an integer, got {raw!r}") from None
-    if not 1 <= hours <= 24 * 30:
-        raise UsageError(f"OVERDUE_AFTER_HOURS must be between 1 and 720, got {hours}")
-    return hours
+        return setting.read({setting.env: value} if value is not None else {})
+    except ConfigError as error:
+        raise UsageError(str(error)) from None
 
 
 def load_cli_config(env: Mapping[str, str], stack: StackInfo | None = None) -> CliConfig:
@@ -125,16 +117,12 @@ def load_cli_config(env: Mapping[str, str], stack: StackInfo | None = None) -> C
         raise UsageError("set either MONGODB_URI or MONGODB_SECRET_NAME, not both")
     if uri is None and secret_name is None:
         secret_name = _value({}, stack, "MONGODB_SECRET_NAME")
-    if uri is not None and not uri.startswith(_URI_SCHEMES):
-        raise UsageError("MONGODB_URI must start with mongodb://, mongodb+srv:// or mongomock://")
+    _read(settings.MONGODB_URI, uri)
     problem = port_problem(uri) if uri is not None else None
     if problem is not None:
         raise UsageError(f"MONGODB_URI: {problem}")
-    if secret_name is not None and not _SECRET_NAME.fullmatch(secret_name):
-        raise UsageError("MONGODB_SECRET_NAME is not a valid Secrets Manager name")
-    database = _value(env, stack, "MONGODB_DATABASE") or DEFAULT_DATABASE
-    if not _DATABASE_NAME.fullmatch(database):
-        raise UsageError("MONGODB_DATABASE must be 1-63 letters, digits, '_' or '-'")
+    _read(settings.MONGODB_SECRET_NAME, secret_name)
+    database: str = _read(settings.MONGODB_DATABASE, _value(env, stack, "MONGODB_DATABASE"))
     queue_url = _value(env, stack, "DEAD_LETTER_QUEUE_URL")
     if queue_url is not None and not queue_url.startswith(("http://", "https://")):
         raise UsageError("DEAD_LETTER_QUEUE_URL must be an SQS queue URL (https://…)")
@@ -145,7 +133,7 @@ def load_cli_config(env: Mapping[str, str], stack: StackInfo | None = None) -> C
         lock_table_name=_value(env, stack, "LOCK_TABLE_NAME"),
         dead_letter_queue_url=queue_url,
         pause_parameter_name=_value(env, stack, "PAUSE_PARAMETER_NAME"),
-        lock_name=env.get("LOCK_NAME", "").strip() or DEFAULT_LOCK_NAME,
-        overdue_after_hours=_hours(env),
+        lock_name=_read(settings.LOCK_NAME, env.get("LOCK_NAME", "").strip() or None),
+        overdue_after_hours=_read(settings.OVERDUE_AFTER_HOURS, env.get("OVERDUE_AFTER_HOURS")),
         stack_name=stack.name if stack else None,
     )
