@@ -20,13 +20,12 @@ import logging
 import signal
 import socket
 import socketserver
-import threading
 from collections.abc import Sequence
-from types import FrameType, TracebackType
-from typing import Any, Self
+from types import FrameType
 
 from harness.local.mongo_wire_commands import MongomockCommands
 from harness.local.mongo_wire_protocol import ProtocolError, encode_reply, read_request
+from harness.local.server_thread import ServingThread, TracksConnections
 
 logger = logging.getLogger(__name__)
 
@@ -61,79 +60,27 @@ class _ConnectionHandler(socketserver.BaseRequestHandler):
                 return
 
 
-class _WireServer(socketserver.ThreadingTCPServer):
+class _WireServer(TracksConnections, socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
 
     def __init__(self, address: tuple[str, int], commands: MongomockCommands) -> None:
         self.commands = commands
-        self._connections: set[socket.socket] = set()
-        self._connections_lock = threading.Lock()
         super().__init__(address, _ConnectionHandler)
 
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self._connections_lock:
-            self._connections.add(request)
-        super().process_request(request, client_address)
 
-    def shutdown_request(self, request: Any) -> None:
-        with self._connections_lock:
-            self._connections.discard(request)
-        super().shutdown_request(request)
-
-    def close_connections(self) -> None:
-        """Wake handler threads blocked reading idle pooled connections, so they exit."""
-        with self._connections_lock:
-            connections = list(self._connections)
-        for connection in connections:
-            try:
-                connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                logger.debug("connection already closed")
-
-
-class RunningMongoWireServer:
+class RunningMongoWireServer(ServingThread):
     """A started server: `uri`, `port`, `stop()`; also a context manager."""
 
-    def __init__(self, server: _WireServer, thread: threading.Thread) -> None:
-        self._server = server
-        self._thread = thread
-        self._stopped = False
+    def __init__(self, server: _WireServer) -> None:
+        super().__init__(server, name="mongo-wire")
         self.host = str(server.server_address[0])
-        self.port = int(server.server_address[1])
         self.uri = f"mongodb://{self.host}:{self.port}"
-
-    def stop(self) -> None:
-        """Shut down, closing every client connection; calling it again does nothing."""
-        if self._stopped:
-            return
-        self._stopped = True
-        self._server.shutdown()
-        self._server.close_connections()
-        self._server.server_close()
-        self._thread.join(timeout=5)
-
-    def wait(self) -> None:
-        while self._thread.is_alive():
-            self._thread.join(timeout=0.5)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
-    ) -> None:
-        self.stop()
 
 
 def start_mongo_wire_server(*, host: str = "127.0.0.1", port: int = 0) -> RunningMongoWireServer:
     """Serve on a daemon thread; port 0 lets the OS pick a free port."""
-    server = _WireServer((host, port), MongomockCommands())
-    thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="mongo-wire", daemon=True
-    )
-    thread.start()
-    running = RunningMongoWireServer(server, thread)
+    running = RunningMongoWireServer(_WireServer((host, port), MongomockCommands()))
     logger.info("mongomock wire server listening on %s:%d", running.host, running.port)
     return running
 

@@ -24,7 +24,6 @@ import logging
 import random
 import re
 import signal
-import socket
 import threading
 import time
 import uuid
@@ -33,9 +32,11 @@ from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import FrameType, MappingProxyType, TracebackType
-from typing import Any, Final, Literal, Self
+from types import FrameType, MappingProxyType
+from typing import Any, Final, Literal
 from urllib.parse import parse_qsl, urlsplit
+
+from harness.local.server_thread import ServingThread, TracksConnections
 
 logger = logging.getLogger(__name__)
 
@@ -1486,7 +1487,7 @@ class _StripeRequestHandler(BaseHTTPRequestHandler):
         logger.debug("http: %s", format % args)
 
 
-class _StripeHTTPServer(ThreadingHTTPServer):
+class _StripeHTTPServer(TracksConnections, ThreadingHTTPServer):
     daemon_threads = True
     # Keep-alive handler threads can outlive stop(); joining them would hang the caller.
     block_on_close = False
@@ -1495,74 +1496,26 @@ class _StripeHTTPServer(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], state: FakeStripeState) -> None:
         self.state = state
-        self._connections: set[socket.socket] = set()
-        self._connections_lock = threading.Lock()
         super().__init__(address, _StripeRequestHandler)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if isinstance(request, socket.socket):
-            with self._connections_lock:
-                self._connections.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self._connections_lock:
-            self._connections.discard(request)
-        super().shutdown_request(request)
-
-    def close_connections(self) -> None:
-        """Wake handler threads parked on idle keep-alive connections so they exit promptly."""
-        with self._connections_lock:
-            connections = list(self._connections)
-        for connection in connections:
-            try:
-                connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                logger.debug("connection already closed")
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # Clients hanging up mid-response (timeouts, drop tests, stop()) are routine here.
         logger.debug("connection error", exc_info=True)
 
 
-class RunningStripeServer:
+class RunningStripeServer(ServingThread):
     """A started server: ``url``, ``state``, ``stop()``; also a context manager."""
 
-    def __init__(self, server: _StripeHTTPServer, thread: threading.Thread, url: str) -> None:
-        self._server = server
-        self._thread = thread
-        self._stopped = False
-        self.url = url
+    def __init__(self, server: _StripeHTTPServer, host: str) -> None:
+        super().__init__(server, name="stripe-local")
+        self._stripe_server = server
+        # A wildcard bind is still reached through loopback by local clients.
+        url_host = "127.0.0.1" if host in ("", "0.0.0.0") else f"[{host}]" if ":" in host else host
+        self.url = f"http://{url_host}:{self.port}"
 
     @property
     def state(self) -> FakeStripeState:
-        return self._server.state
-
-    @property
-    def port(self) -> int:
-        return int(self._server.server_address[1])
-
-    def stop(self) -> None:
-        if self._stopped:
-            return
-        self._stopped = True
-        self._server.shutdown()
-        self._server.close_connections()
-        self._server.server_close()
-        self._thread.join(timeout=5)
-
-    def wait(self) -> None:
-        """Block until the server stops (the CLI's foreground mode)."""
-        while self._thread.is_alive():
-            self._thread.join(timeout=0.5)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
-    ) -> None:
-        self.stop()
+        return self._stripe_server.state
 
 
 def start_stripe_server(
@@ -1575,15 +1528,7 @@ def start_stripe_server(
 ) -> RunningStripeServer:
     """Start the fake Stripe on a daemon thread; ``port=0`` picks a free port."""
     state = FakeStripeState(latency_ms=latency_ms, jitter_ms=jitter_ms, rate_limit_rps=rate_limit_rps)
-    server = _StripeHTTPServer((host, port), state)
-    thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="stripe-local", daemon=True
-    )
-    thread.start()
-    bound_port = int(server.server_address[1])
-    # A wildcard bind is still reached through loopback by local clients.
-    url_host = "127.0.0.1" if host in ("", "0.0.0.0") else f"[{host}]" if ":" in host else host
-    running = RunningStripeServer(server, thread, f"http://{url_host}:{bound_port}")
+    running = RunningStripeServer(_StripeHTTPServer((host, port), state), host)
     logger.info("local Stripe listening on %s", running.url)
     return running
 
