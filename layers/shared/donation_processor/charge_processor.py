@@ -42,7 +42,7 @@ from donation_processor.charge_rules import (
     plan,
 )
 from donation_processor.circuit_breaker import CircuitBreaker
-from donation_processor.dead_letters import DeadLetterCourier, build_letter, plain_value
+from donation_processor.dead_letters import DeadLetterCourier, DeadLetterReason, build_letter, plain_value
 from donation_processor.exceptions import PaymentsUnavailableError
 from donation_processor.observability import logger
 from donation_processor.ports import (
@@ -544,7 +544,7 @@ class ChargeProcessor:
         if outcome.dead_letter:
             last = intent.last_attempt
             letter = build_letter(
-                reason=str(outcome.reason),
+                reason=DeadLetterReason(outcome.reason),
                 donation_id=intent.scheduled_donation_id,
                 donor_id=intent.donor_id,
                 customer_id=intent.customer_id,
@@ -566,6 +566,7 @@ class ChargeProcessor:
         else:
             ctx.summary.add(failed=1)
         if letter is not None:
+            ctx.summary.add_dead_letter(DeadLetterReason(outcome.reason))
             delivered = self._courier.deliver(ParkedLetter(intent.ref, letter, in_ledger=True))
             ctx.summary.add(**({"dead_lettered": 1} if delivered else {"dead_letters_deferred": 1}))
         self._stop_schedule(intent, schedule, outcome)
@@ -677,7 +678,7 @@ class ChargeProcessor:
         raw_id = document.get("_id")
         log_id = str(raw_id)[:256]
         letter = build_letter(
-            reason="invalid_document",
+            reason=DeadLetterReason.INVALID_DOCUMENT,
             donation_id=log_id,
             donor_id=document.get("donorId"),
             customer_id=document.get("stripeCustomerId"),
@@ -689,6 +690,7 @@ class ChargeProcessor:
             message=work.reason,
         )
         if self._store.reject_invalid(raw_id, ctx.claim, work.reason, letter, now):
+            ctx.summary.add_dead_letter(DeadLetterReason.INVALID_DOCUMENT)
             if self._courier.deliver(ParkedLetter(raw_id, letter, in_ledger=False)):
                 ctx.summary.add(dead_lettered=1)
             else:

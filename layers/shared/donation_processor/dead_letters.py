@@ -3,14 +3,35 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from donation_processor.charge_outcome import StripeFailure
+from donation_processor.charge_rules import StopReason
 from donation_processor.exceptions import DeadLetterSendError, StoreError
 from donation_processor.observability import logger
 from donation_processor.ports import DeadLetterPort, DonationStorePort, ParkedLetter
 
 _MAX_TEXT = 300
+
+
+class DeadLetterReason(StrEnum):
+    """A dead letter's `reason`: the stop reasons that leave a letter, and a document never charged.
+
+    Also the `reason` dimension of the DeadLettersByReason metric, which the alarms split by who acts:
+    the donor (DONOR_ACTIONABLE) or an operator (OPERATOR_ACTIONABLE).
+    """
+
+    HARD_DECLINE = StopReason.HARD_DECLINE  # authentication_required included (a hard decline code)
+    ATTEMPTS_EXHAUSTED = StopReason.ATTEMPTS_EXHAUSTED
+    STRIPE_REJECTED_REQUEST = StopReason.STRIPE_REJECTED_REQUEST
+    INVALID_DOCUMENT = "invalid_document"
+
+
+# The donor must act (a new card, authentication); the donor event already asked them to.
+DONOR_ACTIONABLE = frozenset({DeadLetterReason.HARD_DECLINE, DeadLetterReason.ATTEMPTS_EXHAUSTED})
+# Our data or our request is wrong: only an operator can fix it, and the donor is told nothing.
+OPERATOR_ACTIONABLE = frozenset({DeadLetterReason.STRIPE_REJECTED_REQUEST, DeadLetterReason.INVALID_DOCUMENT})
 
 
 def plain_value(value: object, limit: int = 64) -> object:
@@ -26,7 +47,7 @@ def plain_value(value: object, limit: int = 64) -> object:
 
 def build_letter(
     *,
-    reason: str,
+    reason: DeadLetterReason,
     donation_id: str,
     donor_id: object,
     customer_id: object,
@@ -45,7 +66,7 @@ def build_letter(
     return {
         # Unique per failure (the run that met it), stable across re-sends of the same parked letter.
         "deadLetterId": f"{donation_id}:{period or 'no-period'}:{reason}:{run_id}",
-        "reason": reason,
+        "reason": str(reason),
         "scheduledDonationId": donation_id,
         "donorId": plain_value(donor_id),
         "stripeCustomerId": plain_value(customer_id),

@@ -11,6 +11,9 @@ DONATIONS_INVALID = "DonationsInvalid"
 DONATIONS_SKIPPED = "DonationsSkipped"
 DONATIONS_MISSED = "DonationsMissed"
 DEAD_LETTERS_DEFERRED = "DeadLettersDeferred"
+# 1 per letter a run wrote (sent or parked), dimension "reason" (dead_letters.DeadLetterReason): the alarms
+# tell the donors' letters from the operators' by it.
+DEAD_LETTERS_BY_REASON = "DeadLettersByReason"
 LOCK_CONTENDED = "LockContended"
 CIRCUIT_OPENED = "CircuitOpened"
 RUN_SYSTEMIC_HALT = "RunSystemicHalt"
@@ -36,6 +39,7 @@ ALL_METRICS: frozenset[str] = frozenset(
         DONATIONS_SKIPPED,
         DONATIONS_MISSED,
         DEAD_LETTERS_DEFERRED,
+        DEAD_LETTERS_BY_REASON,
         LOCK_CONTENDED,
         CIRCUIT_OPENED,
         RUN_SYSTEMIC_HALT,

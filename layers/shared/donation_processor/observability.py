@@ -64,20 +64,20 @@ def publish_run_metrics(summary: RunSummary) -> None:
         unseen = summary.unseen_no_date + summary.unseen_unknown_status
         metrics.add_metric(name=names.DONATIONS_UNSEEN, unit=MetricUnit.Count, value=unseen)
     if summary.systemic_code is not None:
-        with single_metric(
-            name=names.SYSTEMIC_FAILURES,
-            unit=MetricUnit.Count,
-            value=1,
-            namespace=NAMESPACE,
-            default_dimensions={"service": SERVICE_NAME},
-        ) as metric:
-            metric.add_dimension(name="code", value=summary.systemic_code[:250])
+        _publish_dimensioned(names.SYSTEMIC_FAILURES, 1, "code", summary.systemic_code[:250])
+    for reason, count in sorted(summary.dead_letters_by_reason.items()):
+        _publish_dimensioned(names.DEAD_LETTERS_BY_REASON, count, "reason", reason)
     for currency, amount in sorted(summary.amount_by_currency.items()):
-        with single_metric(
-            name=names.AMOUNT_CHARGED,
-            unit=MetricUnit.Count,
-            value=amount,
-            namespace=NAMESPACE,
-            default_dimensions={"service": SERVICE_NAME},
-        ) as metric:
-            metric.add_dimension(name="currency", value=currency)
+        _publish_dimensioned(names.AMOUNT_CHARGED, amount, "currency", currency)
+
+
+def _publish_dimensioned(name: str, value: int, dimension: str, dimension_value: str) -> None:
+    """One metric with a dimension of its own besides service: its own EMF blob, flushed at once."""
+    with single_metric(
+        name=name,
+        unit=MetricUnit.Count,
+        value=value,
+        namespace=NAMESPACE,
+        default_dimensions={"service": SERVICE_NAME},
+    ) as metric:
+        metric.add_dimension(name=dimension, value=dimension_value)

@@ -27,6 +27,10 @@ class RunSummary:
     systemic_code: str | None = None  # the error code that halted the run as systemic
     duration_ms: int = 0
     amount_by_currency: dict[str, int] = field(default_factory=dict)
+    # Letters this run wrote, by reason, whether SQS took them at once or they were parked in MongoDB; a
+    # parked letter re-sent by a later run is not counted again. A metric only (DeadLettersByReason): the
+    # handler's JSON keeps its documented keys.
+    dead_letters_by_reason: dict[str, int] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add(self, **counts: int) -> None:
@@ -37,6 +41,11 @@ class RunSummary:
     def add_amount(self, currency: str, amount: int) -> None:
         with self._lock:
             self.amount_by_currency[currency] = self.amount_by_currency.get(currency, 0) + amount
+
+    def add_dead_letter(self, reason: str) -> None:
+        with self._lock:
+            key = str(reason)
+            self.dead_letters_by_reason[key] = self.dead_letters_by_reason.get(key, 0) + 1
 
     def to_dict(self) -> dict[str, Any]:
         return {
