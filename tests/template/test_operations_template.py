@@ -1,7 +1,7 @@
 """Operations in template.yaml: alarms, dashboard, pause switch and donor event bus, against docs/RUNBOOK.md.
 
-Proved statically, without deploying: every alarm pages and recovers through the topic and links a runbook
-section that exists; every metric an alarm or the dashboard reads is one the job emits; the dashboard body
+Proved statically, without deploying: every alarm notifies its severity's topic and links a runbook section
+that exists; every metric an alarm or the dashboard reads is one the job emits; the dashboard body
 CloudFormation would render is valid JSON with the widgets operators are told to look at.
 """
 
@@ -15,8 +15,10 @@ from typing import Any
 import pytest
 
 from donation_processor.adapters import pause_switch
-from donation_processor.metric_names import ALL_METRICS
+from donation_processor.dead_letters import DONOR_ACTIONABLE, OPERATOR_ACTIONABLE
+from donation_processor.metric_names import ALL_METRICS, DEAD_LETTERS_BY_REASON
 from harness.local.aws_local import load_template
+from tests.support.alarm_evaluator import evaluate_expression
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNBOOK_PATH = ROOT / "docs" / "RUNBOOK.md"
@@ -41,23 +43,25 @@ REQUIRED_WIDGETS = {
     "Errors, throttles and donor events",
     "Alarm states",
 }
+# Every alarm and its severity: page (act now, PageTopic) or ticket (look today, TicketTopic). docs/ALARMS.md
+# says why each has the one it has.
 EXPECTED_ALARMS = {
-    "DonationsFailedAlarm",
-    "DonationFailureRateAlarm",
-    "DonationsDeadLetteredAlarm",
-    "DeadLetterQueueNotEmptyAlarm",
-    "DeadLetterQueueOldestMessageAlarm",
-    "FunctionErrorsAlarm",
-    "FunctionThrottlesAlarm",
-    "DurationNearTimeoutAlarm",
-    "RunMissingAlarm",
-    "CircuitOpenedAlarm",
-    "SystemicHaltAlarm",
-    "DonationsUnseenAlarm",
-    "DeadLettersDeferredAlarm",
-    "LockContendedAlarm",
-    "DonationsOverdueAlarm",
-    "DonorEventsFailedAlarm",
+    "RunMissingAlarm": "PageTopic",
+    "FunctionErrorsAlarm": "PageTopic",
+    "CircuitOpenedAlarm": "PageTopic",
+    "SystemicHaltAlarm": "PageTopic",
+    "DonationFailureRateAlarm": "PageTopic",
+    "DeadLettersDeferredAlarm": "PageTopic",
+    "OperatorDeadLetterBurstAlarm": "PageTopic",
+    "OperatorDeadLettersAlarm": "TicketTopic",
+    "DonorDeadLetterRateAlarm": "TicketTopic",
+    "DeadLetterQueueOldestMessageAlarm": "TicketTopic",
+    "FunctionThrottlesAlarm": "TicketTopic",
+    "DurationNearTimeoutAlarm": "TicketTopic",
+    "LockContendedAlarm": "TicketTopic",
+    "DonationsUnseenAlarm": "TicketTopic",
+    "DonationsOverdueAlarm": "TicketTopic",
+    "DonorEventsFailedAlarm": "TicketTopic",
 }
 
 
@@ -145,22 +149,28 @@ def widgets_by_title(dashboard: dict[str, Any]) -> dict[str, dict[str, Any]]:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def test_the_template_has_every_alarm_the_issue_asks_for(template: dict[str, Any]) -> None:
+def test_the_template_has_every_alarm_the_issue_asks_for_each_with_its_severity(
+    template: dict[str, Any],
+) -> None:
     # Given the alarms of the template
     alarms = alarms_of(template)
     # Then they are exactly the documented set (a new alarm needs a runbook section and a test first)
-    assert set(alarms) == EXPECTED_ALARMS
+    assert set(alarms) == set(EXPECTED_ALARMS)
+    # And each notifies the topic of its severity
+    for logical_id, properties in alarms.items():
+        assert properties["AlarmActions"] == [{"Ref": EXPECTED_ALARMS[logical_id]}], logical_id
 
 
-def test_every_alarm_pages_and_recovers_through_the_topic_and_links_its_runbook_section(
+def test_every_alarm_notifies_its_severity_and_links_its_runbook_section(
     template: dict[str, Any], runbook: str
 ) -> None:
     # Given every alarm and the runbook's headings
     anchors = set(runbook_sections(runbook))
     for logical_id, properties in alarms_of(template).items():
-        # Then ALARM and OK both notify the alarm topic
-        assert properties.get("AlarmActions") == [{"Ref": "AlarmTopic"}], logical_id
-        assert properties.get("OKActions") == [{"Ref": "AlarmTopic"}], logical_id
+        # Then ALARM notifies the alarm's severity topic, and OK too for a page
+        topic = [{"Ref": EXPECTED_ALARMS[logical_id]}]
+        assert properties.get("AlarmActions") == topic, logical_id
+        assert properties.get("OKActions") == (topic if topic[0]["Ref"] == "PageTopic" else None), logical_id
         # And the description ends with a link to the alarm's own section, which exists in the runbook
         link = RUNBOOK_LINK.search(properties["AlarmDescription"])
         assert link, f"{logical_id}: no runbook link at the end of its description"
@@ -239,53 +249,67 @@ def test_every_custom_metric_an_alarm_or_the_dashboard_reads_is_emitted(template
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _evaluate_rate(expression: str, minimum_due: int, failed: float | None, due: float | None) -> float:
-    """Evaluate the alarm's metric math for one period; IF and FILL behave as in CloudWatch."""
-
-    def fill(value: float | None, default: float) -> float:
-        return default if value is None else value
-
-    def when(condition: bool, then: float, otherwise: float) -> float:
-        return then if condition else otherwise
-
-    python = expression.replace("${FailureRateMinimumDue}", str(minimum_due))
-    python = python.replace("FILL(", "fill(").replace("IF(", "when(")
-    assert re.fullmatch(r"[a-z0-9_(),.*/+\-<>= ]+", python), python  # nothing but the math above
-    names = {"fill": fill, "when": when, "failed": failed, "due": due}
-    # The template's own expression, restricted to the characters checked above, with no builtins.
-    result: float = eval(python, {"__builtins__": {}}, names)  # noqa: S307
-    return result
-
-
-def test_failure_rate_alarm_divides_failed_by_due_above_a_volume_guard(template: dict[str, Any]) -> None:
+def test_failure_rate_alarm_divides_failed_by_due_over_three_hours_above_a_volume_guard(
+    template: dict[str, Any],
+) -> None:
     # Given the failure-rate alarm's metric math
     properties = template["Resources"]["DonationFailureRateAlarm"]["Properties"]
     queries = {query["Id"]: query for query in properties["Metrics"]}
-    # Then it reads hourly sums of DonationsFailed and DonationsDue and returns only the expression
+    # Then it reads 3-hour sums of DonationsFailed and DonationsDue and returns only the expression
     for query_id, metric in (("failed", "DonationsFailed"), ("due", "DonationsDue")):
         stat = queries[query_id]["MetricStat"]
         assert stat["Metric"]["MetricName"] == metric
-        assert (stat["Stat"], stat["Period"]) == ("Sum", 3600)
+        assert (stat["Stat"], stat["Period"]) == ("Sum", 10800)
         assert queries[query_id]["ReturnData"] is False
     [returned] = [query for query in queries.values() if query.get("ReturnData") is True]
     expression = returned["Expression"]["Fn::Sub"]
     parameters = template["Parameters"]
     minimum = parameters["FailureRateMinimumDue"]["Default"]
-    assert minimum == 10
-    # When it is evaluated for a few hours
+    assert minimum == 30
+    rate = expression.replace("${FailureRateMinimumDue}", str(minimum))
+    # When it is evaluated for a few windows
     # Then it is 100 x failed / due, and 0 when fewer than the minimum were due or nothing was reported
-    assert _evaluate_rate(expression, minimum, failed=3, due=10) == pytest.approx(30)
-    assert _evaluate_rate(expression, minimum, failed=5, due=40) == pytest.approx(12.5)
-    assert _evaluate_rate(expression, minimum, failed=1, due=2) == 0
-    assert _evaluate_rate(expression, minimum, failed=None, due=None) == 0
-    assert _evaluate_rate(expression, minimum, failed=None, due=50) == 0
-    # And it alarms above FailureRatePercentThreshold, 20 % by default
+    assert evaluate_expression(rate, {"failed": 12, "due": 30}) == pytest.approx(40)
+    assert evaluate_expression(rate, {"failed": 5, "due": 40}) == pytest.approx(12.5)
+    assert evaluate_expression(rate, {"failed": 20, "due": 29}) == 0
+    assert evaluate_expression(rate, {"failed": None, "due": None}) == 0
+    assert evaluate_expression(rate, {"failed": None, "due": 50}) == 0
+    # And it pages above FailureRatePercentThreshold, 40 % by default
     assert properties["Threshold"] == {"Ref": "FailureRatePercentThreshold"}
     assert properties["ComparisonOperator"] == "GreaterThanThreshold"
-    assert parameters["FailureRatePercentThreshold"]["Default"] == 20
-    # And the dashboard plots the very same expression
+    assert parameters["FailureRatePercentThreshold"]["Default"] == 40
+    # And the dashboard plots the very same expression over the same window
+    widget = widgets_by_title(render_dashboard(template))["Failure rate (% of due)"]
+    assert widget["properties"]["period"] == 10800
     rate_widget = template["Resources"]["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
     assert json.dumps(expression) in rate_widget
+
+
+def _dead_letter_reasons(properties: dict[str, Any]) -> set[str]:
+    return {
+        dimension["Value"]
+        for metric in watched_metrics(properties)
+        if metric["MetricName"] == DEAD_LETTERS_BY_REASON
+        for dimension in metric["Dimensions"]
+        if dimension["Name"] == "reason"
+    }
+
+
+def test_donors_dead_letters_raise_only_tickets_and_every_operators_reason_can_page(
+    template: dict[str, Any],
+) -> None:
+    # Given the dead-letter reasons each alarm reads, by severity
+    read: dict[str, set[str]] = {"PageTopic": set(), "TicketTopic": set()}
+    for logical_id, properties in alarms_of(template).items():
+        read[EXPECTED_ALARMS[logical_id]] |= _dead_letter_reasons(properties)
+    # Then a donor's decline never pages: it is the donor's to fix, and a ticket watches their rate
+    assert read["PageTopic"] == set(OPERATOR_ACTIONABLE)
+    assert read["TicketTopic"] == set(OPERATOR_ACTIONABLE) | set(DONOR_ACTIONABLE)
+    # And the dead-letter widget splits the letters by the same reason dimension
+    widget = widgets_by_title(render_dashboard(template))["Dead letters"]
+    [search] = [row[0] for row in widget["properties"]["metrics"] if isinstance(row[0], dict)]
+    assert f'MetricName="{DEAD_LETTERS_BY_REASON}"' in search["expression"]
+    assert search["expression"].startswith(f'SEARCH(\'{{"{NAMESPACE_STAND_IN}",service,reason}}')
 
 
 def test_duration_alarm_and_dashboard_use_80_percent_of_the_functions_timeout(

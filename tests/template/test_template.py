@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from donation_processor.config import load_settings
-from donation_processor.metric_names import ALL_METRICS
+from donation_processor.dead_letters import DeadLetterReason
+from donation_processor.metric_names import ALL_METRICS, DEAD_LETTERS_BY_REASON
 from harness.local.aws_local import load_template
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -18,6 +19,7 @@ TEMPLATE_PATH = ROOT / "template.yaml"
 FUNCTION = "ScheduledDonationsFunction"
 AT_LEAST = "GreaterThanOrEqualToThreshold"
 ABOVE = "GreaterThanThreshold"
+SEVERITY_TOPICS = {"PageTopic": "page", "TicketTopic": "ticket"}
 SECRET_ARN = re.compile(
     r"^arn:\$\{AWS::Partition\}:secretsmanager:\$\{AWS::Region\}:\$\{AWS::AccountId\}:secret:"
     r"\$\{(?P<parameter>[A-Za-z0-9]+)\}-\?{6}$"
@@ -125,19 +127,25 @@ def test_custom_metric_alarms_watch_only_emitted_metrics_with_the_service_dimens
     for logical_id, metric in watched:
         namespace = metric["Namespace"]
         assert namespace == {"Ref": "MetricsNamespace"} or str(namespace).startswith("AWS/"), logical_id
-    # And each custom metric is one the job emits, with the service dimension Powertools adds
+    # And each custom metric is one the job emits, with the service dimension Powertools adds (and, for the
+    # dead letters by reason, a reason the job writes on its letters)
     assert custom, "no alarm watches the job's own metrics"
+    service = {"Name": "service", "Value": service_name(template)}
     for logical_id, metric in custom:
         assert metric["MetricName"] in ALL_METRICS, f"{logical_id} watches a metric nobody emits"
-        assert metric["Dimensions"] == [{"Name": "service", "Value": service_name(template)}], logical_id
+        extra = [dimension for dimension in metric["Dimensions"] if dimension != service]
+        assert len(metric["Dimensions"]) == len(extra) + 1, logical_id
+        if metric["MetricName"] == DEAD_LETTERS_BY_REASON:
+            [reason] = extra
+            assert reason["Name"] == "reason", logical_id
+            assert reason["Value"] in set(DeadLetterReason), logical_id
+        else:
+            assert extra == [], logical_id
 
 
 @pytest.mark.parametrize(
     ("logical_id", "metric", "comparison", "threshold"),
     [
-        ("DonationsFailedAlarm", "DonationsFailed", ABOVE, {"Ref": "FailedDonationsThreshold"}),
-        ("DonationsDeadLetteredAlarm", "DonationsDeadLettered", AT_LEAST, 1),
-        ("DeadLetterQueueNotEmptyAlarm", "ApproximateNumberOfMessagesVisible", AT_LEAST, 1),
         ("FunctionErrorsAlarm", "Errors", AT_LEAST, 1),
         ("RunMissingAlarm", "RunCompleted", "LessThanThreshold", 1),
         ("CircuitOpenedAlarm", "CircuitOpened", AT_LEAST, 1),
@@ -145,7 +153,7 @@ def test_custom_metric_alarms_watch_only_emitted_metrics_with_the_service_dimens
         ("DonationsUnseenAlarm", "DonationsUnseen", AT_LEAST, 1),
         ("DeadLettersDeferredAlarm", "DeadLettersDeferred", AT_LEAST, 1),
         ("LockContendedAlarm", "LockContended", AT_LEAST, 1),
-        ("DeadLetterQueueOldestMessageAlarm", "ApproximateAgeOfOldestMessage", ABOVE, 86400),
+        ("DeadLetterQueueOldestMessageAlarm", "ApproximateAgeOfOldestMessage", ABOVE, 4 * 86400),
         ("FunctionThrottlesAlarm", "Throttles", AT_LEAST, 1),
         ("DurationNearTimeoutAlarm", "Duration", ABOVE, 720000),
         ("DonationsOverdueAlarm", "DonationsOverdue", AT_LEAST, 1),
@@ -187,15 +195,55 @@ def test_aws_metric_alarms_are_dimensioned_on_this_stacks_resources(template: di
         assert metric["Dimensions"] == expected_dimensions[metric["Namespace"]], logical_id
 
 
-def test_every_alarm_notifies_the_alarm_topic_on_alarm_and_on_recovery(template: dict[str, Any]) -> None:
+def test_every_alarm_notifies_exactly_one_severity_and_pages_also_report_recovery(
+    template: dict[str, Any],
+) -> None:
     # Given every alarm
     alarms = resources_of_type(template, "AWS::CloudWatch::Alarm")
     assert len(alarms) >= 14
+    severities = set()
     for logical_id, alarm in alarms.items():
         properties = alarm["Properties"]
-        # Then both transitions reach the topic operators subscribe to
-        assert properties.get("AlarmActions") == [{"Ref": "AlarmTopic"}], logical_id
-        assert properties.get("OKActions") == [{"Ref": "AlarmTopic"}], logical_id
+        # Then it notifies one severity's topic on ALARM
+        [action] = properties["AlarmActions"]
+        assert action["Ref"] in SEVERITY_TOPICS, logical_id
+        severities.add(SEVERITY_TOPICS[action["Ref"]])
+        # And a page also says when it is over; a ticket stays open until someone closes it
+        if action["Ref"] == "PageTopic":
+            assert properties.get("OKActions") == [action], logical_id
+        else:
+            assert "OKActions" not in properties, logical_id
+        assert "InsufficientDataActions" not in properties, logical_id
+    assert severities == {"page", "ticket"}
+
+
+@pytest.mark.parametrize(
+    ("topic", "subscriptions"),
+    [
+        ("PageTopic", {"PageEmailSubscription": "email", "PageHttpsSubscription": "https"}),
+        ("TicketTopic", {"TicketEmailSubscription": "email", "TicketHttpsSubscription": "https"}),
+    ],
+)
+def test_each_severity_can_be_mailed_or_wired_to_a_pager_and_an_empty_parameter_subscribes_nothing(
+    template: dict[str, Any], topic: str, subscriptions: dict[str, str]
+) -> None:
+    # Given the topic's subscriptions
+    resources = template["Resources"]
+    for logical_id, protocol in subscriptions.items():
+        subscription = resources[logical_id]
+        properties = subscription["Properties"]
+        # Then each delivers the topic by its protocol to the endpoint a parameter names
+        assert subscription["Type"] == "AWS::SNS::Subscription"
+        assert (properties["TopicArn"], properties["Protocol"]) == ({"Ref": topic}, protocol)
+        parameter = properties["Endpoint"]["Ref"]
+        assert template["Parameters"][parameter]["Default"] == ""
+        # And it exists only when that parameter is not empty
+        condition = template["Conditions"][subscription["Condition"]]
+        assert condition == {"Fn::Not": [{"Fn::Equals": [{"Ref": parameter}, ""]}]}
+        pattern = re.compile(template["Parameters"][parameter]["AllowedPattern"])
+        assert pattern.fullmatch("")
+        example = "oncall@example.org" if protocol == "email" else "https://events.example.org/integration/k1"
+        assert pattern.fullmatch(example), parameter
 
 
 def test_only_the_heartbeat_alarm_treats_missing_data_as_breaching(template: dict[str, Any]) -> None:
@@ -226,13 +274,20 @@ def test_heartbeat_alarms_span_three_schedule_sized_periods(template: dict[str, 
     assert template["Parameters"]["HeartbeatPeriodSeconds"]["Default"] == 3600
 
 
-def test_failed_donations_alarm_sums_one_hour(template: dict[str, Any]) -> None:
-    # Given the failure-rate alarm
-    properties = template["Resources"]["DonationsFailedAlarm"]["Properties"]
-    # Then it counts failures per hour against a parameter defaulting to 5
-    assert properties["Statistic"] == "Sum"
-    assert properties["Period"] * properties["EvaluationPeriods"] == 3600
-    assert template["Parameters"]["FailedDonationsThreshold"]["Default"] == 5
+def test_no_alarm_fires_on_a_single_donors_decline_or_on_a_queue_that_merely_holds_letters(
+    template: dict[str, Any],
+) -> None:
+    # Given every alarm and the metrics it reads
+    alarms = resources_of_type(template, "AWS::CloudWatch::Alarm")
+    read = {
+        logical_id: [metric["MetricName"] for metric in watched_metrics(alarm["Properties"])]
+        for logical_id, alarm in alarms.items()
+    }
+    # Then none counts every failure or every letter: donors' declines are theirs to fix (issue 11)
+    for logical_id, names in read.items():
+        assert "DonationsDeadLettered" not in names, logical_id
+        assert "ApproximateNumberOfMessagesVisible" not in names, logical_id
+        assert names != ["DonationsFailed"], f"{logical_id} counts failures without the volume beside them"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -307,16 +362,18 @@ def test_queue_table_and_topic_are_encrypted(template: dict[str, Any]) -> None:
     resources = template["Resources"]
     table = resources["LockTable"]["Properties"]
     queue = resources["DeadLetterQueue"]["Properties"]
-    topic = resources["AlarmTopic"]["Properties"]
+    topics = [resources[topic]["Properties"] for topic in SEVERITY_TOPICS]
     # Then each is encrypted at rest
     assert table["SSESpecification"]["SSEEnabled"] is True
     assert queue.get("SqsManagedSseEnabled") is True or "KmsMasterKeyId" in queue
-    assert topic.get("KmsMasterKeyId")
+    for topic in topics:
+        assert topic.get("KmsMasterKeyId")
 
 
-def test_alarm_topic_key_lets_cloudwatch_publish(template: dict[str, Any]) -> None:
+@pytest.mark.parametrize("topic_id", sorted(SEVERITY_TOPICS))
+def test_alarm_topic_key_lets_cloudwatch_publish(template: dict[str, Any], topic_id: str) -> None:
     # Given the topic's key: CloudWatch cannot use the AWS managed alias/aws/sns key
-    topic = template["Resources"]["AlarmTopic"]["Properties"]
+    topic = template["Resources"][topic_id]["Properties"]
     assert topic["KmsMasterKeyId"] != "alias/aws/sns"
     key_id = topic["KmsMasterKeyId"]["Ref"]
     key = template["Resources"][key_id]
@@ -448,7 +505,8 @@ def test_outputs_expose_what_operators_need(template: dict[str, Any]) -> None:
         {"Ref": "LockTable"},
         {"Ref": "DeadLetterQueue"},
         {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]},
-        {"Ref": "AlarmTopic"},
+        {"Ref": "PageTopic"},
+        {"Ref": "TicketTopic"},
         {"Ref": "SharedLayer"},
         {"Ref": "PauseParameter"},
         {"Ref": "DonorEventBus"},
