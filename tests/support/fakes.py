@@ -771,6 +771,7 @@ class FakePayments:
         self._intents: dict[str, _PaymentIntent] = {}
         self._keys: dict[str, _Stored] = {}
         self._declines: dict[str, str] = {}
+        self._declines_left: dict[str, int] = {}
         self._answers_to_lose = 0
         self._before_next: list[tuple[str, Callable[[], None]]] = []
         self._ids = itertools.count(1)
@@ -781,6 +782,11 @@ class FakePayments:
     def decline(self, payment_method: str, decline_code: str) -> None:
         """Charges on this method fail as a card_error: insufficient_funds is soft, stolen_card is hard."""
         self._declines[payment_method] = decline_code
+
+    def decline_times(self, payment_method: str, decline_code: str, times: int) -> None:
+        """Charges on this method are declined `times` times, then succeed (the donor topped the card up)."""
+        self._declines[payment_method] = decline_code
+        self._declines_left[payment_method] = times
 
     def lose_next_answers(self, count: int = 1) -> None:
         """The next `count` creates or confirms run at Stripe, and then the connection drops."""
@@ -944,6 +950,11 @@ class FakePayments:
         intent.payment_method = payment_method
         decline_code = self._declines.get(payment_method)
         if decline_code is not None:
+            left = self._declines_left.get(payment_method)
+            if left is not None:
+                self._declines_left[payment_method] = left - 1
+                if left <= 1:
+                    del self._declines[payment_method]
             intent.status = "requires_payment_method"
             raise PaymentFailed(
                 StripeFailure(
