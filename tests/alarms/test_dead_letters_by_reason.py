@@ -13,7 +13,7 @@ import pytest
 
 from donation_processor.charge_outcome import FailureKind, PaymentFailed, StripeFailure
 from donation_processor.config import load_settings
-from donation_processor.dead_letters import DONOR_ACTIONABLE, OPERATOR_ACTIONABLE, DeadLetterReason
+from donation_processor.dead_letter_reasons import DONOR_ACTIONABLE, OPERATOR_ACTIONABLE, DeadLetterReason
 from donation_processor.engine import DonationEngine, EngineDependencies
 from donation_processor.invocation import RunRequest
 from donation_processor.metric_names import DEAD_LETTERS_BY_REASON
@@ -116,6 +116,7 @@ def test_each_dead_letter_is_counted_once_under_its_reason_with_the_service_dime
     summary, by_reason = _run(store, payments, queue)
 
     # THEN each letter is counted under its own reason, and the charged donation under none
+    assert set(by_reason) == set(DeadLetterReason)
     assert by_reason == {
         "hard_decline": 1,
         "attempts_exhausted": 1,
@@ -138,10 +139,11 @@ def test_a_letter_parked_while_sqs_is_down_is_counted_by_the_run_that_stopped_th
     queue.unreachable = False
     sending, sent_reasons = _run(store, payments, queue)
 
-    # THEN the reason is counted once, by the run that stopped the donation; the re-send is delivery only
-    assert parked_reasons == {"hard_decline": 1}
+    # THEN the reason is counted once, by the run that stopped the donation; the re-send is delivery only,
+    # and both runs report every reason, zeros included
+    assert parked_reasons == {reason: 1 if reason == "hard_decline" else 0 for reason in DeadLetterReason}
     assert parking.dead_letters_deferred == 1
-    assert sent_reasons == {}
+    assert sent_reasons == dict.fromkeys(DeadLetterReason, 0)
     assert (sending.dead_lettered, [letter["reason"] for letter in queue.letters]) == (1, ["hard_decline"])
 
 

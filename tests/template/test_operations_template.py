@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from donation_processor.adapters import pause_switch
-from donation_processor.dead_letters import DONOR_ACTIONABLE, OPERATOR_ACTIONABLE
+from donation_processor.dead_letter_reasons import DONOR_ACTIONABLE, OPERATOR_ACTIONABLE
 from donation_processor.metric_names import ALL_METRICS, DEAD_LETTERS_BY_REASON
 from harness.local.aws_local import load_template
 from tests.support.alarm_evaluator import evaluate_expression

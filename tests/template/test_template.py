@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from donation_processor.config import load_settings
-from donation_processor.dead_letters import DeadLetterReason
+from donation_processor.dead_letter_reasons import DeadLetterReason
 from donation_processor.metric_names import ALL_METRICS, DEAD_LETTERS_BY_REASON
 from harness.local.aws_local import load_template
 

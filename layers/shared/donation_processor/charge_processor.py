@@ -42,7 +42,8 @@ from donation_processor.charge_rules import (
     plan,
 )
 from donation_processor.circuit_breaker import CircuitBreaker
-from donation_processor.dead_letters import DeadLetterCourier, DeadLetterReason, build_letter, plain_value
+from donation_processor.dead_letter_reasons import DeadLetterReason
+from donation_processor.dead_letters import DeadLetterCourier, build_letter, plain_value
 from donation_processor.exceptions import PaymentsUnavailableError
 from donation_processor.observability import logger
 from donation_processor.ports import (

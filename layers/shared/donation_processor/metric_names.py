@@ -11,8 +11,8 @@ DONATIONS_INVALID = "DonationsInvalid"
 DONATIONS_SKIPPED = "DonationsSkipped"
 DONATIONS_MISSED = "DonationsMissed"
 DEAD_LETTERS_DEFERRED = "DeadLettersDeferred"
-# 1 per letter a run wrote (sent or parked), dimension "reason" (dead_letters.DeadLetterReason): the alarms
-# tell the donors' letters from the operators' by it.
+# Letters a run wrote (sent or parked), one metric per dead_letter_reasons.DeadLetterReason (dimension
+# "reason", zeros included): the alarms tell the donors' letters from the operators' by it.
 DEAD_LETTERS_BY_REASON = "DeadLettersByReason"
 LOCK_CONTENDED = "LockContended"
 CIRCUIT_OPENED = "CircuitOpened"

@@ -9,6 +9,7 @@ from aws_lambda_powertools import Logger, Metrics, Tracer, single_metric
 from aws_lambda_powertools.metrics import MetricUnit
 
 from donation_processor import metric_names as names
+from donation_processor.dead_letter_reasons import DeadLetterReason
 
 if TYPE_CHECKING:
     from donation_processor.summary import RunSummary
@@ -65,7 +66,9 @@ def publish_run_metrics(summary: RunSummary) -> None:
         metrics.add_metric(name=names.DONATIONS_UNSEEN, unit=MetricUnit.Count, value=unseen)
     if summary.systemic_code is not None:
         _publish_dimensioned(names.SYSTEMIC_FAILURES, 1, "code", summary.systemic_code[:250])
-    for reason, count in sorted(summary.dead_letters_by_reason.items()):
+    for reason in DeadLetterReason:
+        # Every reason, zeros included: the alarms read a series that says "none" rather than nothing.
+        count = summary.dead_letters_by_reason.get(reason, 0)
         _publish_dimensioned(names.DEAD_LETTERS_BY_REASON, count, "reason", reason)
     for currency, amount in sorted(summary.amount_by_currency.items()):
         _publish_dimensioned(names.AMOUNT_CHARGED, amount, "currency", currency)
