@@ -37,6 +37,7 @@ def publish_run_metrics(summary: RunSummary) -> None:
             name=names.RUN_DURATION_MS, unit=MetricUnit.Milliseconds, value=summary.duration_ms
         )
         return
+    _publish_dimensioned_metrics(summary)
     counts = {
         names.DONATIONS_DUE: summary.due,
         names.DONATIONS_SUCCEEDED: summary.succeeded,
@@ -64,6 +65,11 @@ def publish_run_metrics(summary: RunSummary) -> None:
         metrics.add_metric(name=names.DONATIONS_OVERDUE, unit=MetricUnit.Count, value=summary.overdue)
         unseen = summary.unseen_no_date + summary.unseen_unknown_status
         metrics.add_metric(name=names.DONATIONS_UNSEEN, unit=MetricUnit.Count, value=unseen)
+
+
+def _publish_dimensioned_metrics(summary: RunSummary) -> None:
+    """The metrics with a dimension of their own, each flushed at once as its own blob. They go first, so
+    the shared metric set is filled last, just before the handler flushes it."""
     if summary.systemic_code is not None:
         _publish_dimensioned(names.SYSTEMIC_FAILURES, 1, "code", summary.systemic_code[:250])
     for reason in DeadLetterReason:
