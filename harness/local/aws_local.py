@@ -13,6 +13,9 @@ moto 5.2.5 (checked against the in-process server):
   the configuration.
 - SQS: MessageRetentionPeriod, VisibilityTimeout and SqsManagedSseEnabled are accepted and returned by
   get_queue_attributes; moto does not delete messages when the retention period ends.
+- moto's threaded server checks a DynamoDB condition and writes the item in two steps, so two concurrent
+  conditional writes can both succeed. DynamoDB applies each one atomically, and the run lock relies on it;
+  the server here applies DynamoDB requests one at a time (`DynamoDbOneAtATime`), as DynamoDB would.
 """
 
 from __future__ import annotations
@@ -20,14 +23,15 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
-import socket
+import threading
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self, cast
 
 import boto3
-from moto.server import ThreadedMotoServer
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+from werkzeug.serving import BaseWSGIServer, make_server
 
 from harness.project import PROJECT_ROOT
 
@@ -137,15 +141,31 @@ def _reject_unknown(properties: dict[str, Any], known: frozenset[str], logical_i
 # --------------------------------------------------------------------------------------------------------
 
 
+class DynamoDbOneAtATime:
+    """WSGI middleware: DynamoDB requests (JSON protocol, `X-Amz-Target: DynamoDB_…`) run one at a time, so
+    each conditional write is atomic as in DynamoDB. Other services (an SQS long poll) are not held up."""
+
+    def __init__(self, app: Any) -> None:
+        self._app = app
+        self._lock = threading.Lock()
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        if not environ.get("HTTP_X_AMZ_TARGET", "").startswith("DynamoDB_"):
+            return self._app(environ, start_response)
+        with self._lock:
+            return list(self._app(environ, start_response))
+
+
 class MotoServer:
     """A running in-process moto server. Use as a context manager, or call stop()."""
 
-    def __init__(self, server: ThreadedMotoServer, host: str, port: int) -> None:
+    def __init__(self, server: BaseWSGIServer, thread: threading.Thread) -> None:
         self._server = server
+        self._thread = thread
         self._stopped = False
-        self.host = host
-        self.port = port
-        self.endpoint_url = f"http://{host}:{port}"
+        self.host = str(server.server_address[0])
+        self.port = int(server.server_address[1])
+        self.endpoint_url = f"http://{self.host}:{self.port}"
 
     def reset(self) -> None:
         """Forget every resource the server holds (moto's /moto-api/reset)."""
@@ -157,7 +177,9 @@ class MotoServer:
         """Shut the server down; calling it again does nothing."""
         if not self._stopped:
             self._stopped = True
-            self._server.stop()
+            self._server.shutdown()
+            self._server.server_close()
+            self._thread.join(timeout=10)
 
     def __enter__(self) -> Self:
         return self
@@ -173,16 +195,14 @@ class MotoServer:
 
 def start_moto_server(port: int = 0) -> MotoServer:
     """Start moto's server on 127.0.0.1 in a daemon thread; port 0 lets the OS pick a free port."""
-    if port:
-        # ThreadedMotoServer.start() waits forever if its thread cannot bind, so fail fast here instead.
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            probe.bind(("127.0.0.1", port))
     # werkzeug logs every request (and the expected 400s of idempotent creates) to stderr; keep errors only.
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    host, bound_port = server.get_host_and_port()
-    return MotoServer(server, host, bound_port)
+    app = DynamoDbOneAtATime(DomainDispatcherApplication(create_backend_app))
+    # Binds here, in the caller's thread: a taken port raises at once instead of hanging a start-up wait.
+    server = make_server("127.0.0.1", port, app, threaded=True, request_handler=MotoRequestHandler)
+    thread = threading.Thread(target=server.serve_forever, name="moto", daemon=True)
+    thread.start()
+    return MotoServer(server, thread)
 
 
 def client_kwargs(endpoint_url: str) -> dict[str, str]:
