@@ -60,8 +60,8 @@ LIMITS = """\
   a creation whose answer went missing more than 23 h ago (or after an idempotency_error, which only a
   period adopted from an earlier version can meet), when that lag cannot matter.
 - **Atomic conditional writes.** The lock relies on DynamoDB's conditional writes being atomic (they are;
-  the local harness's moto server is not under concurrent requests, so a race test may see a second holder,
-  which stops at its fence raise before claiming anything). No clock decides who holds the lock.
+  moto's server is not under concurrent requests, so the harness's applies DynamoDB requests one at a time,
+  tested in tests/harness_aws). No clock decides who holds the lock.
 - **Real MongoDB in this table.** The figures below come from the backend named in each row. The store's
   contract tests run on a real server in GitHub Actions (`MONGODB_TEST_URI`); this machine has none.
 """
