@@ -20,9 +20,11 @@ moto 5.2.5 (checked against the in-process server):
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import importlib
 import logging
+import signal
 import threading
 import urllib.request
 from dataclasses import dataclass
@@ -180,6 +182,11 @@ class MotoServer:
             self._server.shutdown()
             self._server.server_close()
             self._thread.join(timeout=10)
+
+    def wait(self) -> None:
+        """Block until the server stops (the foreground mode of `python -m harness.local.aws_local`)."""
+        while self._thread.is_alive():
+            self._thread.join(timeout=0.5)
 
     def __enter__(self) -> Self:
         return self
@@ -396,3 +403,31 @@ def provision_local_stack(
     create_lock_table(dynamodb_client(endpoint_url), lock_table_name, template)
     queue_url = create_dead_letter_queue(sqs_client(endpoint_url), queue_name, template)
     return LocalStack(lock_table_name=lock_table_name, queue_url=queue_url, endpoint_url=endpoint_url)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m harness.local.aws_local --port N`: this moto server in the foreground, until SIGTERM."""
+    parser = argparse.ArgumentParser(
+        prog="python -m harness.local.aws_local",
+        description="moto's server, with DynamoDB requests applied one at a time as DynamoDB would.",
+    )
+    parser.add_argument("--port", type=int, default=5000)
+    args = parser.parse_args(argv)
+    server = start_moto_server(args.port)
+    signal.signal(signal.SIGTERM, _interrupt)
+    print(f"moto listening on {server.endpoint_url}", flush=True)
+    try:
+        server.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -62,7 +62,7 @@ class Ports:
 
 
 def moto_server(directory: Path) -> Managed:
-    return Managed("moto", directory, "moto.server")
+    return Managed("moto", directory, "harness.local.aws_local")
 
 
 def stripe_server(directory: Path) -> Managed:
@@ -136,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = [
         ensure_running(
             moto_server(directory),
-            [python, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(ports.moto)],
+            [python, "-m", "harness.local.aws_local", "--port", str(ports.moto)],
             ports.moto,
             "LOCAL_MOTO_PORT",
         ),
