@@ -8,6 +8,8 @@ import subprocess
 import sys
 import threading
 import uuid
+from collections.abc import Iterator
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -19,12 +21,14 @@ from donation_processor.engine import DonationEngine
 from donation_processor.invocation import RunRequest
 from donation_processor.summary import RunSummary
 from donation_processor.wiring import build_engine
+from harness.local.mongo_wire_server import start_mongo_wire_server
 from harness.local.services import LocalServices
 from tests.support.clock import TestClock
 from tests.support.fault_injection import check_invariants, record_scenario, seed_due
 from tests.support.fault_injection import (
     write_reliability_results as write_reliability_results,  # autouse fixture
 )
+from tests.support.practice import forget_cached_client
 
 pytestmark = pytest.mark.faults
 
@@ -107,14 +111,23 @@ print("SUMMARY " + json.dumps(app.lambda_handler(event, LocalLambdaContext(aws_r
 """
 
 
-@pytest.mark.skipif(
-    not os.environ.get("MONGODB_TEST_URI"),
-    reason="separate processes need a MongoDB server they can share (set MONGODB_TEST_URI); mongomock lives "
-    "inside one process, so the thread race above covers this machine",
-)
-def test_concurrent_processes_charge_each_period_once(services: LocalServices, clock: TestClock) -> None:
-    # GIVEN a real MongoDB database shared by four separate handler processes, with 30 due donations
-    uri = os.environ["MONGODB_TEST_URI"]
+@pytest.fixture
+def shared_mongodb() -> Iterator[tuple[str, str]]:
+    """A MongoDB that separate processes share, and what it is: MONGODB_TEST_URI's server, or else the
+    practice stand-in (mongomock behind the wire protocol, every command applied whole, one at a time)."""
+    if uri := os.environ.get("MONGODB_TEST_URI"):
+        yield uri, "mongodb"
+        return
+    with start_mongo_wire_server() as server:
+        yield server.uri, "mongomock (wire server)"
+        forget_cached_client(server.uri)
+
+
+def test_concurrent_processes_charge_each_period_once(
+    services: LocalServices, clock: TestClock, shared_mongodb: tuple[str, str]
+) -> None:
+    # GIVEN one MongoDB database shared by four separate handler processes, with 30 due donations
+    uri, backend = shared_mongodb
     database_name = f"race_{uuid.uuid4().hex[:8]}"
     services.mongodb_uri, services.mongodb_database = uri, database_name
     original = seed_due(services, datetime.now(clock.now.tzinfo), 30)
@@ -147,11 +160,11 @@ def test_concurrent_processes_charge_each_period_once(services: LocalServices, c
     try:
         assert len(summaries) == 4
         assert sum(summary["succeeded"] for summary in summaries) == 30
-        invariants = check_invariants(services, original)
+        invariants = replace(check_invariants(services, original), backend=backend)
         invariants.assert_exactly_once()
         record_scenario(
             "race_processes",
-            "4 handler processes start at once over 30 due donations (real MongoDB)",
+            "4 handler processes start at once over 30 due donations, one database",
             invariants,
             f"statuses {sorted(s['status'] for s in summaries)}; 30 charges for 30 periods",
         )
