@@ -240,8 +240,16 @@ def test_every_custom_metric_an_alarm_or_the_dashboard_reads_is_emitted(template
                 read.add(name)
     # Then every one is in metric_names.ALL_METRICS, the names the job emits
     assert read - ALL_METRICS == set()
-    # And the dashboard shows the amounts, the pause and the overdue gauge
-    assert {"AmountCharged", "RunPaused", "DonationsOverdue", "LockContended", "DonationsSucceeded"} <= read
+    # And the dashboard shows the amounts, the pause, the overdue gauge and the periods recorded as missed
+    shown = {
+        "AmountCharged",
+        "RunPaused",
+        "DonationsOverdue",
+        "DonationsMissed",
+        "LockContended",
+        "DonationsSucceeded",
+    }
+    assert shown <= read
 
 
 # ---------------------------------------------------------------------------------------------------------
