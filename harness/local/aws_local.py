@@ -29,17 +29,16 @@ import threading
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Self, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import boto3
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import BaseWSGIServer, make_server
 
+from harness.local.server_thread import ServingThread
 from harness.project import PROJECT_ROOT
 
 if TYPE_CHECKING:
-    from types import TracebackType
-
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_secretsmanager import SecretsManagerClient
     from mypy_boto3_sqs import SQSClient
@@ -158,15 +157,12 @@ class DynamoDbOneAtATime:
             return list(self._app(environ, start_response))
 
 
-class MotoServer:
+class MotoServer(ServingThread):
     """A running in-process moto server. Use as a context manager, or call stop()."""
 
-    def __init__(self, server: BaseWSGIServer, thread: threading.Thread) -> None:
-        self._server = server
-        self._thread = thread
-        self._stopped = False
+    def __init__(self, server: BaseWSGIServer) -> None:
+        super().__init__(server, name="moto")
         self.host = str(server.server_address[0])
-        self.port = int(server.server_address[1])
         self.endpoint_url = f"http://{self.host}:{self.port}"
 
     def reset(self) -> None:
@@ -175,30 +171,6 @@ class MotoServer:
         with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - our own local server
             response.read()
 
-    def stop(self) -> None:
-        """Shut the server down; calling it again does nothing."""
-        if not self._stopped:
-            self._stopped = True
-            self._server.shutdown()
-            self._server.server_close()
-            self._thread.join(timeout=10)
-
-    def wait(self) -> None:
-        """Block until the server stops (the foreground mode of `python -m harness.local.aws_local`)."""
-        while self._thread.is_alive():
-            self._thread.join(timeout=0.5)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
-
 
 def start_moto_server(port: int = 0) -> MotoServer:
     """Start moto's server on 127.0.0.1 in a daemon thread; port 0 lets the OS pick a free port."""
@@ -206,10 +178,7 @@ def start_moto_server(port: int = 0) -> MotoServer:
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     app = DynamoDbOneAtATime(DomainDispatcherApplication(create_backend_app))
     # Binds here, in the caller's thread: a taken port raises at once instead of hanging a start-up wait.
-    server = make_server("127.0.0.1", port, app, threaded=True, request_handler=MotoRequestHandler)
-    thread = threading.Thread(target=server.serve_forever, name="moto", daemon=True)
-    thread.start()
-    return MotoServer(server, thread)
+    return MotoServer(make_server("127.0.0.1", port, app, threaded=True, request_handler=MotoRequestHandler))
 
 
 def client_kwargs(endpoint_url: str) -> dict[str, str]:

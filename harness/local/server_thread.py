@@ -42,9 +42,10 @@ class TracksConnections(socketserver.BaseServer):
 
 
 class ServingThread:
-    """A server serving on a daemon thread: `stop()` (idempotent), `wait()`; also a context manager."""
+    """A server serving on a daemon thread: `stop()` (idempotent), `wait()`; also a context manager.
+    A server that tracks its connections has them woken on stop; others close theirs as they finish."""
 
-    def __init__(self, server: TracksConnections, name: str) -> None:
+    def __init__(self, server: socketserver.BaseServer, name: str) -> None:
         self._server = server
         self._stopped = False
         self._thread = threading.Thread(
@@ -61,7 +62,8 @@ class ServingThread:
             return
         self._stopped = True
         self._server.shutdown()
-        self._server.close_connections()
+        if isinstance(self._server, TracksConnections):
+            self._server.close_connections()
         self._server.server_close()
         self._thread.join(timeout=5)
 
