@@ -9,7 +9,7 @@ that template.yaml's parameters carry the same defaults and bounds.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -103,6 +103,19 @@ class RequiredTextSetting(_TextRule):
         return "required"
 
 
+def _bounded[N: (int, float)](
+    name: str, raw: str, parse: Callable[[str], N], kind: str, low: N, high: N
+) -> N:
+    """raw parsed as a number within [low, high]; ConfigError names the variable and what is wrong."""
+    try:
+        value = parse(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be {kind}, got {raw!r}") from None
+    if not low <= value <= high:  # also refuses nan
+        raise ConfigError(f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
 @dataclass(frozen=True, kw_only=True)
 class IntSetting(Setting):
     default: int
@@ -113,13 +126,7 @@ class IntSetting(Setting):
         raw = _raw(env, self.env)
         if raw is None:
             return self.default
-        try:
-            value = int(raw)
-        except ValueError:
-            raise ConfigError(f"{self.env} must be an integer, got {raw!r}") from None
-        if not self.minimum <= value <= self.maximum:
-            raise ConfigError(f"{self.env} must be between {self.minimum} and {self.maximum}, got {value}")
-        return value
+        return _bounded(self.env, raw, int, "an integer", self.minimum, self.maximum)
 
     def default_text(self) -> str:
         return f"`{self.default}`"
@@ -138,13 +145,7 @@ class FloatSetting(Setting):
         raw = _raw(env, self.env)
         if raw is None:
             return self.default
-        try:
-            value = float(raw)
-        except ValueError:
-            raise ConfigError(f"{self.env} must be a number, got {raw!r}") from None
-        if not self.minimum <= value <= self.maximum:  # also refuses nan
-            raise ConfigError(f"{self.env} must be between {self.minimum} and {self.maximum}, got {value}")
-        return value
+        return _bounded(self.env, raw, float, "a number", self.minimum, self.maximum)
 
     def default_text(self) -> str:
         return f"`{self.default:g}`"
