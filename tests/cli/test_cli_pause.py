@@ -15,7 +15,7 @@ from harness.local.services import LocalServices
 from tests.support.cli import donations, insert_donation
 
 if TYPE_CHECKING:
-    from conftest import LocalLambdaContext
+    from harness.local.lambda_context import LocalLambdaContext
 
 SCHEDULED_EVENT = json.loads((Path(__file__).parents[2] / "events" / "scheduled.json").read_text())
 

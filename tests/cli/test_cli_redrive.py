@@ -33,7 +33,7 @@ from harness.local.services import LocalServices
 from tests.support.cli import donations, insert_donation, peek_letters, point_cli_at, run_engine, send_raw
 
 if TYPE_CHECKING:
-    from conftest import TestClock
+    from tests.support.clock import TestClock
 
 MakeEngine = Callable[..., DonationEngine]
 
